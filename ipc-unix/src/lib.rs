@@ -1,0 +1,1 @@
+//! Unix domain sockets and FIFOs (compiled only on Unix).

@@ -1,0 +1,1 @@
+//! Fast, secure local IPC.
