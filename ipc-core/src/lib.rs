@@ -12,13 +12,19 @@
 #![warn(missing_docs)]
 
 pub mod address;
+mod client;
 pub mod codec;
 pub mod error;
+mod handler;
 pub mod jsonrpc;
 pub mod peer;
+pub mod server;
 pub mod transport;
 
 pub use address::Address;
 pub use error::{Error, Result};
 pub use peer::{AuthPolicy, PeerInfo};
 pub use transport::{BoxListener, BoxTransport, Listener, StreamTransport, Transport};
+pub use handler::{Context, Handler, NotificationSink, Router};
+pub use server::{ConnectionInfo, Server, ServerBuilder, ServerConfig, ServerControl, ServerHandle};
+pub use client::{Batch, Client, ClientBuilder, Subscription};
