@@ -92,7 +92,10 @@ fn check_name(input: &str, name: &str, expected: &'static str) -> Result<()> {
     if name.len() > MAX_NAME_LEN {
         return Err(invalid(
             input,
-            format!("the name is {} bytes, the limit is {MAX_NAME_LEN}", name.len()),
+            format!(
+                "the name is {} bytes, the limit is {MAX_NAME_LEN}",
+                name.len()
+            ),
             expected,
         ));
     }
@@ -172,7 +175,11 @@ impl FromStr for Address {
             "tcp" => {
                 const EXPECTED: &str = "tcp:IP:PORT, for example tcp:127.0.0.1:7000";
                 let addr = rest.parse::<SocketAddr>().map_err(|_| {
-                    invalid(input, "the host:port part is not an IP address and port", EXPECTED)
+                    invalid(
+                        input,
+                        "the host:port part is not an IP address and port",
+                        EXPECTED,
+                    )
                 })?;
                 Ok(Address::Tcp(addr))
             }

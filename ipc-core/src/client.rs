@@ -90,7 +90,11 @@ impl ClientBuilder {
             peer,
         });
         tokio::spawn(write_loop(write_half, rx, self.framing, Arc::clone(&inner)));
-        let frames = FramedRead::with_capacity(read_half, FrameCodec::new(self.framing, self.max_frame_len), 8 * 1024);
+        let frames = FramedRead::with_capacity(
+            read_half,
+            FrameCodec::new(self.framing, self.max_frame_len),
+            8 * 1024,
+        );
         tokio::spawn(read_loop(frames, Arc::clone(&inner)));
         Client {
             owner: Arc::new(Owner(Arc::clone(&inner))),
@@ -104,6 +108,9 @@ type Pending = oneshot::Sender<Result<Value>>;
 #[derive(Default)]
 struct State {
     closed: bool,
+    /// An error the server sent with id null (for example a refusal), used
+    /// to explain why pending requests fail when the connection closes.
+    close_reason: Option<crate::jsonrpc::ErrorObject>,
     pending: HashMap<i64, Pending>,
     subscribers: HashMap<String, Vec<mpsc::Sender<Notification>>>,
 }
@@ -126,13 +133,20 @@ impl Inner {
     /// Fails everything pending and ends every subscription.
     fn close(&self) {
         self.closed.cancel();
-        let (pending, subscribers) = {
+        let (pending, subscribers, reason) = {
             let mut st = self.state();
             st.closed = true;
-            (std::mem::take(&mut st.pending), std::mem::take(&mut st.subscribers))
+            (
+                std::mem::take(&mut st.pending),
+                std::mem::take(&mut st.subscribers),
+                st.close_reason.clone(),
+            )
         };
         for (_, p) in pending {
-            let _ = p.send(Err(Error::Disconnected));
+            let _ = p.send(Err(match &reason {
+                Some(e) => Error::Rpc(e.clone()),
+                None => Error::Disconnected,
+            }));
         }
         drop(subscribers);
     }
@@ -142,13 +156,21 @@ impl Inner {
         let (tx, rx) = oneshot::channel();
         let mut st = self.state();
         if st.closed {
-            return Err(Error::Disconnected);
+            return Err(match &st.close_reason {
+                Some(e) => Error::Rpc(e.clone()),
+                None => Error::Disconnected,
+            });
         }
         st.pending.insert(id, tx);
         Ok((id, rx))
     }
 
     fn complete(&self, response: Response) {
+        if let (Id::Null, Err(e)) = (&response.id, &response.result) {
+            tracing::warn!(error = %e, "the server reported an error about the connection");
+            self.state().close_reason = Some(e.clone());
+            return;
+        }
         let Id::Number(id) = response.id else {
             tracing::warn!(id = %response.id, "response with an id this client never sent; ignored");
             return;
@@ -272,7 +294,11 @@ impl Client {
     ///
     /// Dropping the future forgets the request; its response, if it comes, is
     /// discarded.
-    pub async fn request<R: DeserializeOwned>(&self, method: &str, params: impl Serialize) -> Result<R> {
+    pub async fn request<R: DeserializeOwned>(
+        &self,
+        method: &str,
+        params: impl Serialize,
+    ) -> Result<R> {
         let value = self.request_value(method, params).await?;
         Ok(serde_json::from_value(value)?)
     }
@@ -281,7 +307,10 @@ impl Client {
     pub async fn request_value(&self, method: &str, params: impl Serialize) -> Result<Value> {
         let params = to_params(serde_json::to_value(params)?);
         let (id, rx) = self.inner.register()?;
-        let _guard = PendingGuard { inner: &self.inner, id };
+        let _guard = PendingGuard {
+            inner: &self.inner,
+            id,
+        };
         let frame = serde_json::to_vec(&Request {
             method: method.to_owned(),
             params,
@@ -292,12 +321,18 @@ impl Client {
     }
 
     async fn send(&self, frame: Bytes) -> Result<()> {
-        self.inner.tx.send(frame).await.map_err(|_| Error::Disconnected)
+        self.inner
+            .tx
+            .send(frame)
+            .await
+            .map_err(|_| Error::Disconnected)
     }
 
     async fn wait(&self, rx: oneshot::Receiver<Result<Value>>) -> Result<Value> {
         let outcome = match self.inner.request_timeout {
-            Some(t) => tokio::time::timeout(t, rx).await.map_err(|_| Error::Timeout(t))?,
+            Some(t) => tokio::time::timeout(t, rx)
+                .await
+                .map_err(|_| Error::Timeout(t))?,
             None => rx.await,
         };
         outcome.unwrap_or(Err(Error::Disconnected))
@@ -331,9 +366,15 @@ impl Client {
         let (tx, rx) = mpsc::channel(self.inner.subscription_buffer);
         let mut st = self.inner.state();
         if !st.closed {
-            st.subscribers.entry(method.to_owned()).or_default().push(tx);
+            st.subscribers
+                .entry(method.to_owned())
+                .or_default()
+                .push(tx);
         }
-        Subscription { rx, result: Value::Null }
+        Subscription {
+            rx,
+            result: Value::Null,
+        }
     }
 
     /// Calls `method` to start a subscription and returns the stream of the
@@ -343,7 +384,12 @@ impl Client {
     /// # Errors
     ///
     /// As for [`Client::request`].
-    pub async fn subscribe(&self, method: &str, params: impl Serialize, notification: &str) -> Result<Subscription> {
+    pub async fn subscribe(
+        &self,
+        method: &str,
+        params: impl Serialize,
+        notification: &str,
+    ) -> Result<Subscription> {
         let mut sub = self.notifications(notification);
         sub.result = self.request_value(method, params).await?;
         Ok(sub)
@@ -398,13 +444,21 @@ pub struct Batch<'a> {
 impl Batch<'_> {
     /// Adds a call whose result is wanted.
     pub fn request(mut self, method: &str, params: impl Serialize) -> Result<Self> {
-        self.entries.push((method.to_owned(), to_params(serde_json::to_value(params)?), true));
+        self.entries.push((
+            method.to_owned(),
+            to_params(serde_json::to_value(params)?),
+            true,
+        ));
         Ok(self)
     }
 
     /// Adds a notification.
     pub fn notify(mut self, method: &str, params: impl Serialize) -> Result<Self> {
-        self.entries.push((method.to_owned(), to_params(serde_json::to_value(params)?), false));
+        self.entries.push((
+            method.to_owned(),
+            to_params(serde_json::to_value(params)?),
+            false,
+        ));
         Ok(self)
     }
 
@@ -427,12 +481,18 @@ impl Batch<'_> {
                 let (id, rx) = inner.register()?;
                 guards.push(PendingGuard { inner, id });
                 waits.push(rx);
-                messages.push(Message::Request(Request { method, params, id: Id::Number(id) }));
+                messages.push(Message::Request(Request {
+                    method,
+                    params,
+                    id: Id::Number(id),
+                }));
             } else {
                 messages.push(Message::Notification(Notification { method, params }));
             }
         }
-        self.client.send(Bytes::from(serde_json::to_vec(&messages)?)).await?;
+        self.client
+            .send(Bytes::from(serde_json::to_vec(&messages)?))
+            .await?;
         let mut results = Vec::with_capacity(waits.len());
         for rx in waits {
             results.push(match self.client.wait(rx).await {
@@ -486,7 +546,12 @@ fn dispatch(inner: &Inner, message: Result<Message, jsonrpc::Invalid>) {
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(mut out: W, mut rx: mpsc::Receiver<Bytes>, framing: Framing, inner: Arc<Inner>) {
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut out: W,
+    mut rx: mpsc::Receiver<Bytes>,
+    framing: Framing,
+    inner: Arc<Inner>,
+) {
     let mut codec = FrameCodec::new(framing, u32::MAX as usize);
     let mut buf = BytesMut::with_capacity(8 * 1024);
     loop {

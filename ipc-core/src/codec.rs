@@ -428,7 +428,13 @@ mod tests {
         let mut codec = LengthCodec::new(1024);
         let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xf0][..]);
         let err: Error = codec.decode(&mut buf).unwrap_err().into();
-        assert!(matches!(err, Error::FrameTooLarge { len: 0xffff_fff0, max: 1024 }));
+        assert!(matches!(
+            err,
+            Error::FrameTooLarge {
+                len: 0xffff_fff0,
+                max: 1024
+            }
+        ));
         assert!(buf.capacity() < 1024, "nothing was reserved for the frame");
     }
 
@@ -457,7 +463,10 @@ mod tests {
     #[test]
     fn json_stream_rejects_bytes_outside_values() {
         let err = decode_all(&mut JsonStreamCodec::new(1024), &[b"{} hello"]).unwrap_err();
-        assert!(err.to_string().contains("expected a JSON object or array"), "{err}");
+        assert!(
+            err.to_string().contains("expected a JSON object or array"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -486,10 +495,16 @@ mod tests {
     #[test]
     fn frame_codec_detects_framing() {
         let mut c = FrameCodec::detect(Framing::LengthDelimited, 64);
-        assert_eq!(decode_all(&mut c, &[b"\n{}"]).unwrap(), vec![b"{}".to_vec()]);
+        assert_eq!(
+            decode_all(&mut c, &[b"\n{}"]).unwrap(),
+            vec![b"{}".to_vec()]
+        );
         assert_eq!(c.framing(), Some(Framing::JsonStream));
         let mut c = FrameCodec::detect(Framing::JsonStream, 64);
-        assert_eq!(decode_all(&mut c, &[b"\0\0\0\x02{}"]).unwrap(), vec![b"{}".to_vec()]);
+        assert_eq!(
+            decode_all(&mut c, &[b"\0\0\0\x02{}"]).unwrap(),
+            vec![b"{}".to_vec()]
+        );
         assert_eq!(c.framing(), Some(Framing::LengthDelimited));
     }
 

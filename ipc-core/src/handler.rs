@@ -27,12 +27,22 @@ use crate::server::ServerControl;
 #[async_trait]
 pub trait Handler: Send + Sync + 'static {
     /// Handles one call.
-    async fn call(&self, ctx: Context, method: &str, params: Option<Value>) -> Result<Value, ErrorObject>;
+    async fn call(
+        &self,
+        ctx: Context,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Value, ErrorObject>;
 }
 
 #[async_trait]
 impl<H: Handler + ?Sized> Handler for Arc<H> {
-    async fn call(&self, ctx: Context, method: &str, params: Option<Value>) -> Result<Value, ErrorObject> {
+    async fn call(
+        &self,
+        ctx: Context,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Value, ErrorObject> {
         (**self).call(ctx, method, params).await
     }
 }
@@ -232,7 +242,12 @@ fn parse_params<P: DeserializeOwned>(params: Option<Value>) -> Result<P, ErrorOb
 
 #[async_trait]
 impl Handler for Router {
-    async fn call(&self, ctx: Context, method: &str, params: Option<Value>) -> Result<Value, ErrorObject> {
+    async fn call(
+        &self,
+        ctx: Context,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Value, ErrorObject> {
         match self.methods.get(method) {
             Some(m) => m(ctx, params).await,
             None => Err(ErrorObject::method_not_found(method)),
@@ -255,7 +270,10 @@ mod tests {
 
     #[test]
     fn params_fit_tuples_structs_and_unit() {
-        assert_eq!(parse_params::<(i64, i64)>(Some(json!([1, 2]))).unwrap(), (1, 2));
+        assert_eq!(
+            parse_params::<(i64, i64)>(Some(json!([1, 2]))).unwrap(),
+            (1, 2)
+        );
         parse_params::<()>(None).unwrap();
         parse_params::<()>(Some(json!([]))).unwrap();
         assert_eq!(parse_params::<Option<i64>>(None).unwrap(), None);
@@ -263,7 +281,10 @@ mod tests {
         struct Named {
             a: i64,
         }
-        assert_eq!(parse_params::<Named>(Some(json!({"a": 3}))).unwrap(), Named { a: 3 });
+        assert_eq!(
+            parse_params::<Named>(Some(json!({"a": 3}))).unwrap(),
+            Named { a: 3 }
+        );
         let e = parse_params::<(i64, i64)>(Some(json!(["x"]))).unwrap_err();
         assert_eq!(e.code, ErrorObject::INVALID_PARAMS);
     }

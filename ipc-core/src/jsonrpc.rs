@@ -70,6 +70,8 @@ impl ErrorObject {
     pub const INTERNAL_ERROR: i64 = -32603;
     /// Server error: the server is overloaded or shutting down (implementation-defined range).
     pub const SERVER_BUSY: i64 = -32000;
+    /// Server error: the peer was refused by the server's auth policy.
+    pub const UNAUTHORIZED: i64 = -32001;
 
     /// An error with a code and message.
     pub fn new(code: i64, message: impl Into<String>) -> Self {
@@ -214,7 +216,9 @@ pub fn parse(frame: &[u8]) -> Result<Incoming, ErrorObject> {
     match value {
         Value::Array(items) => {
             if items.is_empty() {
-                return Err(ErrorObject::invalid_request("an empty batch is not a request"));
+                return Err(ErrorObject::invalid_request(
+                    "an empty batch is not a request",
+                ));
             }
             Ok(Incoming::Batch(items.into_iter().map(classify).collect()))
         }
@@ -262,7 +266,10 @@ pub fn classify(value: Value) -> Result<Message, Invalid> {
         });
     }
     let Some(id) = id else {
-        return Err(invalid(Id::Null, "a message needs a method, or an id with a result or an error"));
+        return Err(invalid(
+            Id::Null,
+            "a message needs a method, or an id with a result or an error",
+        ));
     };
     let result = match (obj.remove("result"), obj.remove("error")) {
         (Some(result), None) => Ok(result),
@@ -386,7 +393,9 @@ mod tests {
         match parse(b"[1,2,3]").unwrap() {
             Incoming::Batch(items) => {
                 assert_eq!(items.len(), 3);
-                assert!(items.iter().all(|i| i.as_ref().unwrap_err().error.code == -32600));
+                assert!(items
+                    .iter()
+                    .all(|i| i.as_ref().unwrap_err().error.code == -32600));
             }
             Incoming::Single(_) => panic!(),
         }
@@ -401,14 +410,20 @@ mod tests {
     #[test]
     fn responses_round_trip() {
         for r in [
-            Response { id: Id::Number(1), result: Ok(json!({"a": 1})) },
+            Response {
+                id: Id::Number(1),
+                result: Ok(json!({"a": 1})),
+            },
             Response {
                 id: Id::String("x".into()),
                 result: Err(ErrorObject::method_not_found("nope")),
             },
         ] {
             let bytes = serde_json::to_vec(&r).unwrap();
-            assert_eq!(single(std::str::from_utf8(&bytes).unwrap()).unwrap(), Message::Response(r));
+            assert_eq!(
+                single(std::str::from_utf8(&bytes).unwrap()).unwrap(),
+                Message::Response(r)
+            );
         }
         let e = single(r#"{"jsonrpc":"2.0","result":1,"error":{"code":1,"message":"m"},"id":1}"#)
             .unwrap_err();

@@ -22,9 +22,11 @@ pub mod server;
 pub mod transport;
 
 pub use address::Address;
-pub use error::{Error, Result};
-pub use peer::{AuthPolicy, PeerInfo};
-pub use transport::{BoxListener, BoxTransport, Listener, StreamTransport, Transport};
-pub use handler::{Context, Handler, NotificationSink, Router};
-pub use server::{ConnectionInfo, Server, ServerBuilder, ServerConfig, ServerControl, ServerHandle};
 pub use client::{Batch, Client, ClientBuilder, Subscription};
+pub use error::{Error, Result};
+pub use handler::{Context, Handler, NotificationSink, Router};
+pub use peer::{AuthPolicy, PeerInfo};
+pub use server::{
+    ConnectionInfo, Server, ServerBuilder, ServerConfig, ServerControl, ServerHandle,
+};
+pub use transport::{BoxListener, BoxTransport, Listener, StreamTransport, Transport};

@@ -173,7 +173,10 @@ pub struct ConnectionInfo {
     pub since: SystemTime,
 }
 
-fn unix_seconds<S: serde::Serializer>(t: &SystemTime, s: S) -> std::result::Result<S::Ok, S::Error> {
+fn unix_seconds<S: serde::Serializer>(
+    t: &SystemTime,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
     let secs = t
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -216,7 +219,12 @@ pub struct ServerControl {
 impl ServerControl {
     /// The live connections.
     pub fn connections(&self) -> Vec<ConnectionInfo> {
-        let mut v: Vec<ConnectionInfo> = self.shared.registry().values().map(|e| e.info.clone()).collect();
+        let mut v: Vec<ConnectionInfo> = self
+            .shared
+            .registry()
+            .values()
+            .map(|e| e.info.clone())
+            .collect();
         v.sort_by_key(|c| c.id);
         v
     }
@@ -228,13 +236,24 @@ impl ServerControl {
             params: to_params(serde_json::to_value(params)?),
         };
         let frame = Bytes::from(serde_json::to_vec(&note)?);
-        let sinks: Vec<NotificationSink> = self.shared.registry().values().map(|e| e.sink.clone()).collect();
-        Ok(sinks.iter().filter(|s| s.send_raw(frame.clone()).is_ok()).count())
+        let sinks: Vec<NotificationSink> = self
+            .shared
+            .registry()
+            .values()
+            .map(|e| e.sink.clone())
+            .collect();
+        Ok(sinks
+            .iter()
+            .filter(|s| s.send_raw(frame.clone()).is_ok())
+            .count())
     }
 
     /// A sink to one connection by id, if it is still connected.
     pub fn sink(&self, connection: u64) -> Option<NotificationSink> {
-        self.shared.registry().get(&connection).map(|e| e.sink.clone())
+        self.shared
+            .registry()
+            .get(&connection)
+            .map(|e| e.sink.clone())
     }
 
     /// Asks the server to stop accepting and to finish; [`ServerHandle::wait`]
@@ -312,7 +331,9 @@ impl ServerHandle {
         // The accept loop closes the listener (removing the endpoint) as it ends.
         let _ = self.accept_task.await;
         shared.tracker.close();
-        let drained = tokio::time::timeout(grace, shared.tracker.wait()).await.is_ok();
+        let drained = tokio::time::timeout(grace, shared.tracker.wait())
+            .await
+            .is_ok();
         if !drained {
             tracing::warn!(address = %shared.address, ?grace, "shutdown grace elapsed; abandoning requests still running");
             shared.abort.cancel();
@@ -350,11 +371,18 @@ impl Server {
         };
         let accept_task = tokio::spawn(accept_loop(listener, Arc::new(handler), control.clone()));
         tracing::info!(address = %shared.address, "server listening");
-        ServerHandle { control, accept_task }
+        ServerHandle {
+            control,
+            accept_task,
+        }
     }
 }
 
-async fn accept_loop<L: Listener, H: Handler>(mut listener: L, handler: Arc<H>, control: ServerControl) {
+async fn accept_loop<L: Listener, H: Handler>(
+    mut listener: L,
+    handler: Arc<H>,
+    control: ServerControl,
+) {
     let shared = Arc::clone(&control.shared);
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -381,7 +409,12 @@ async fn accept_loop<L: Listener, H: Handler>(mut listener: L, handler: Arc<H>, 
         let peer = transport.peer().clone();
         if !shared.config.auth.allows(&peer) {
             tracing::warn!(address = %shared.address, %peer, policy = %shared.config.auth, "peer refused by the auth policy; connection closed");
-            drop(transport);
+            // Say why, without reading anything from the peer, then close.
+            let refusal = Error::Unauthorized {
+                peer: peer.to_string(),
+                policy: shared.config.auth.to_string(),
+            };
+            tokio::spawn(refuse(transport, refusal, shared.config.fallback_framing));
             continue;
         }
         if shared.registry().len() >= shared.config.max_connections {
@@ -390,12 +423,37 @@ async fn accept_loop<L: Listener, H: Handler>(mut listener: L, handler: Arc<H>, 
             continue;
         }
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        shared
-            .tracker
-            .spawn(serve_connection(transport, id, Arc::clone(&handler), control.clone()));
+        shared.tracker.spawn(serve_connection(
+            transport,
+            id,
+            Arc::clone(&handler),
+            control.clone(),
+        ));
     }
     if let Err(e) = listener.close() {
         tracing::warn!(address = %shared.address, error = %e, "could not remove the endpoint");
+    }
+}
+
+async fn refuse(mut transport: BoxTransport, refusal: Error, framing: Framing) {
+    let reply = Response {
+        id: Id::Null,
+        result: Err(ErrorObject::new(ErrorObject::UNAUTHORIZED, "Unauthorized")
+            .with_data(refusal.to_string())),
+    };
+    let mut buf = BytesMut::new();
+    let Ok(bytes) = serde_json::to_vec(&reply) else {
+        return;
+    };
+    if FrameCodec::new(framing, u32::MAX as usize)
+        .encode(Bytes::from(bytes), &mut buf)
+        .is_ok()
+    {
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            transport.write_all(&buf).await?;
+            transport.shutdown().await
+        })
+        .await;
     }
 }
 
@@ -411,7 +469,12 @@ impl Drop for Registration {
     }
 }
 
-async fn serve_connection<H: Handler>(transport: BoxTransport, id: u64, handler: Arc<H>, control: ServerControl) {
+async fn serve_connection<H: Handler>(
+    transport: BoxTransport,
+    id: u64,
+    handler: Arc<H>,
+    control: ServerControl,
+) {
     let shared = Arc::clone(&control.shared);
     let config = Arc::clone(&shared.config);
     let peer = Arc::new(transport.peer().clone());
@@ -521,7 +584,9 @@ async fn serve_connection<H: Handler>(transport: BoxTransport, id: u64, handler:
                             let _ = tx.try_send(Bytes::from(bytes));
                         }
                     }
-                    _ => tracing::error!(connection = id, %peer, error = %err, "closing the connection"),
+                    _ => {
+                        tracing::error!(connection = id, %peer, error = %err, "closing the connection")
+                    }
                 }
                 break;
             }
@@ -580,17 +645,25 @@ async fn serve_connection<H: Handler>(transport: BoxTransport, id: u64, handler:
 
 async fn answer<H: Handler + ?Sized>(handler: &H, ctx: Context, frame: BytesMut) -> Option<Bytes> {
     let reply: Option<Vec<u8>> = match jsonrpc::parse(&frame) {
-        Err(error) => serde_json::to_vec(&Response { id: Id::Null, result: Err(error) }).ok(),
+        Err(error) => serde_json::to_vec(&Response {
+            id: Id::Null,
+            result: Err(error),
+        })
+        .ok(),
         Ok(Incoming::Single(message)) => match answer_one(handler, ctx, message).await {
             Some(r) => serde_json::to_vec(&r).ok(),
             None => None,
         },
         Ok(Incoming::Batch(messages)) => {
-            let replies: Vec<Response> = join_all(messages.into_iter().map(|m| answer_one(handler, ctx.clone(), m)))
-                .await
-                .into_iter()
-                .flatten()
-                .collect();
+            let replies: Vec<Response> = join_all(
+                messages
+                    .into_iter()
+                    .map(|m| answer_one(handler, ctx.clone(), m)),
+            )
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
             if replies.is_empty() {
                 None
             } else {
