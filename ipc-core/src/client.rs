@@ -10,12 +10,14 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +25,7 @@ use crate::codec::{FrameCodec, Framing, DEFAULT_MAX_FRAME_LEN};
 use crate::error::{Error, Result};
 use crate::jsonrpc::{self, to_params, Id, Incoming, Message, Notification, Request, Response};
 use crate::peer::PeerInfo;
-use crate::transport::Transport;
+use crate::transport::{BoxTransport, Transport};
 
 /// Settings of a [`Client`].
 #[derive(Debug, Clone)]
@@ -33,7 +35,33 @@ pub struct ClientBuilder {
     framing: Framing,
     send_queue: usize,
     subscription_buffer: usize,
+    reconnect: Option<Reconnect>,
 }
+
+/// How a client reconnects after its connection drops; see
+/// [`ClientBuilder::reconnect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconnect {
+    /// Wait before the first attempt; doubled after each failure.
+    pub initial_backoff: Duration,
+    /// Longest wait between attempts.
+    pub max_backoff: Duration,
+    /// Give up after this many failed attempts in a row (`None`: never).
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect {
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_secs(2),
+            max_attempts: None,
+        }
+    }
+}
+
+/// Opens a new transport to the server, for reconnecting.
+pub type Connector = Arc<dyn Fn() -> BoxFuture<'static, Result<BoxTransport>> + Send + Sync>;
 
 impl Default for ClientBuilder {
     fn default() -> Self {
@@ -43,6 +71,7 @@ impl Default for ClientBuilder {
             framing: Framing::LengthDelimited,
             send_queue: 1024,
             subscription_buffer: 1024,
+            reconnect: None,
         }
     }
 }
@@ -74,9 +103,44 @@ impl ClientBuilder {
         self
     }
 
+    /// Reconnects with backoff when the connection drops (only for clients
+    /// made with [`ClientBuilder::connect_with`]).
+    ///
+    /// Requests in flight when the connection drops fail with
+    /// [`Error::Disconnected`]; they are never resent, so nothing is executed
+    /// twice without the caller knowing. Requests made while reconnecting
+    /// wait for the new connection, within their timeout. Subscriptions end
+    /// with the connection they were made on.
+    pub fn reconnect(mut self, policy: Reconnect) -> Self {
+        self.reconnect = Some(policy);
+        self
+    }
+
     /// Starts the client on `transport` (spawns its reader and writer tasks on
     /// the current tokio runtime).
     pub fn build<T: Transport>(self, transport: T) -> Client {
+        let inner = self.start(transport);
+        Client::from_parts(self, inner, None)
+    }
+
+    /// Connects with `connector` and, if [`ClientBuilder::reconnect`] is set,
+    /// uses it again whenever the connection drops.
+    ///
+    /// # Errors
+    ///
+    /// Whatever the first connection attempt returns.
+    pub async fn connect_with<F, Fut>(self, connector: F) -> Result<Client>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<BoxTransport>> + Send + 'static,
+    {
+        let connector: Connector = Arc::new(move || Box::pin(connector()));
+        let transport = connector().await?;
+        let inner = self.start(transport);
+        Ok(Client::from_parts(self, inner, Some(connector)))
+    }
+
+    fn start<T: Transport>(&self, transport: T) -> Arc<Inner> {
         let peer = transport.peer().clone();
         let (read_half, write_half) = tokio::io::split(transport);
         let (tx, rx) = mpsc::channel(self.send_queue);
@@ -85,8 +149,6 @@ impl ClientBuilder {
             state: Mutex::new(State::default()),
             next_id: AtomicI64::new(1),
             closed: CancellationToken::new(),
-            request_timeout: self.request_timeout,
-            subscription_buffer: self.subscription_buffer,
             peer,
         });
         tokio::spawn(write_loop(write_half, rx, self.framing, Arc::clone(&inner)));
@@ -96,9 +158,88 @@ impl ClientBuilder {
             8 * 1024,
         );
         tokio::spawn(read_loop(frames, Arc::clone(&inner)));
-        Client {
-            owner: Arc::new(Owner(Arc::clone(&inner))),
-            inner,
+        inner
+    }
+}
+
+/// The client's current connection, replaced on reconnect.
+struct Connection {
+    current: Mutex<Arc<Inner>>,
+    generation: watch::Sender<u64>,
+    /// Set when the client is closed or reconnecting gave up.
+    finished: CancellationToken,
+    settings: ClientBuilder,
+}
+
+impl Connection {
+    fn current(&self) -> Arc<Inner> {
+        Arc::clone(&self.current.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The live connection, waiting for a reconnect (until `deadline`) if the
+    /// current one is gone.
+    async fn ready(&self, deadline: Option<Instant>) -> Result<Arc<Inner>> {
+        let mut changes = self.generation.subscribe();
+        loop {
+            let inner = self.current();
+            if !inner.closed.is_cancelled()
+                || self.settings.reconnect.is_none()
+                || self.finished.is_cancelled()
+            {
+                return Ok(inner);
+            }
+            let wait = async {
+                tokio::select! {
+                    _ = self.finished.cancelled() => {}
+                    _ = changes.changed() => {}
+                }
+            };
+            match deadline {
+                Some(d) => {
+                    if tokio::time::timeout_at(d, wait).await.is_err() {
+                        return Ok(inner);
+                    }
+                }
+                None => wait.await,
+            }
+        }
+    }
+
+    async fn supervise(self: Arc<Self>, connector: Connector) {
+        let Some(policy) = self.settings.reconnect.clone() else {
+            return;
+        };
+        loop {
+            let inner = self.current();
+            tokio::select! {
+                _ = self.finished.cancelled() => return,
+                _ = inner.closed.cancelled() => {}
+            }
+            let mut backoff = policy.initial_backoff;
+            let mut failures = 0u32;
+            let transport = loop {
+                tokio::select! {
+                    _ = self.finished.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                match connector().await {
+                    Ok(t) => break t,
+                    Err(e) => {
+                        failures += 1;
+                        tracing::debug!(error = %e, failures, "reconnect attempt failed");
+                        if policy.max_attempts.is_some_and(|max| failures >= max) {
+                            tracing::warn!(failures, "giving up reconnecting");
+                            self.finished.cancel();
+                            return;
+                        }
+                        backoff = (backoff * 2).min(policy.max_backoff);
+                    }
+                }
+            };
+            let fresh = self.settings.start(transport);
+            *self.current.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+            self.generation.send_modify(|g| *g += 1);
+            tracing::info!("reconnected");
         }
     }
 }
@@ -120,8 +261,6 @@ struct Inner {
     state: Mutex<State>,
     next_id: AtomicI64,
     closed: CancellationToken,
-    request_timeout: Option<Duration>,
-    subscription_buffer: usize,
     peer: PeerInfo,
 }
 
@@ -149,6 +288,20 @@ impl Inner {
             }));
         }
         drop(subscribers);
+    }
+
+    async fn send(&self, frame: Bytes) -> Result<()> {
+        if self.closed.is_cancelled() {
+            return Err(self.close_error());
+        }
+        self.tx.send(frame).await.map_err(|_| self.close_error())
+    }
+
+    fn close_error(&self) -> Error {
+        match &self.state().close_reason {
+            Some(e) => Error::Rpc(e.clone()),
+            None => Error::Disconnected,
+        }
     }
 
     fn register(&self) -> Result<(i64, oneshot::Receiver<Result<Value>>)> {
@@ -235,17 +388,18 @@ impl Drop for PendingGuard<'_> {
 /// ```
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    conn: Arc<Connection>,
     owner: Arc<Owner>,
 }
 
 /// Closes the connection when the last [`Client`] clone is dropped (the
-/// background tasks hold only `Inner`).
-struct Owner(Arc<Inner>);
+/// background tasks hold only `Connection` and `Inner`).
+struct Owner(Arc<Connection>);
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        self.0.close();
+        self.0.finished.cancel();
+        self.0.current().close();
     }
 }
 
@@ -260,24 +414,49 @@ impl Client {
         ClientBuilder::default()
     }
 
-    /// The server's verified identity.
-    pub fn peer(&self) -> &PeerInfo {
-        &self.inner.peer
+    fn from_parts(
+        settings: ClientBuilder,
+        inner: Arc<Inner>,
+        connector: Option<Connector>,
+    ) -> Client {
+        let conn = Arc::new(Connection {
+            current: Mutex::new(inner),
+            generation: watch::channel(0).0,
+            finished: CancellationToken::new(),
+            settings,
+        });
+        if let Some(connector) = connector {
+            if conn.settings.reconnect.is_some() {
+                tokio::spawn(Arc::clone(&conn).supervise(connector));
+            }
+        }
+        Client {
+            owner: Arc::new(Owner(Arc::clone(&conn))),
+            conn,
+        }
     }
 
-    /// True once the connection is gone.
+    /// The server's verified identity (of the current connection).
+    pub fn peer(&self) -> PeerInfo {
+        self.conn.current().peer.clone()
+    }
+
+    /// True once the current connection is gone (a reconnecting client may
+    /// get a new one).
     pub fn is_closed(&self) -> bool {
-        self.inner.closed.is_cancelled()
+        self.conn.current().closed.is_cancelled()
     }
 
-    /// Waits until the connection is gone.
+    /// Waits until the current connection is gone.
     pub async fn closed(&self) {
-        self.inner.closed.cancelled().await
+        self.conn.current().closed.cancelled().await
     }
 
-    /// Closes the connection; pending requests fail with [`Error::Disconnected`].
+    /// Closes the connection for good; pending requests fail with
+    /// [`Error::Disconnected`] and no reconnect is attempted.
     pub fn close(&self) {
-        self.inner.close();
+        self.conn.finished.cancel();
+        self.conn.current().close();
     }
 
     /// Calls `method` and deserialises its result into `R`.
@@ -306,36 +485,24 @@ impl Client {
     /// Like [`Client::request`], returning the raw JSON result.
     pub async fn request_value(&self, method: &str, params: impl Serialize) -> Result<Value> {
         let params = to_params(serde_json::to_value(params)?);
-        let (id, rx) = self.inner.register()?;
-        let _guard = PendingGuard {
-            inner: &self.inner,
-            id,
-        };
+        let deadline = self.deadline();
+        let inner = self.conn.ready(deadline).await?;
+        let (id, rx) = inner.register()?;
+        let _guard = PendingGuard { inner: &inner, id };
         let frame = serde_json::to_vec(&Request {
             method: method.to_owned(),
             params,
             id: Id::Number(id),
         })?;
-        self.send(Bytes::from(frame)).await?;
-        self.wait(rx).await
+        inner.send(Bytes::from(frame)).await?;
+        wait(rx, deadline, self.conn.settings.request_timeout).await
     }
 
-    async fn send(&self, frame: Bytes) -> Result<()> {
-        self.inner
-            .tx
-            .send(frame)
-            .await
-            .map_err(|_| Error::Disconnected)
-    }
-
-    async fn wait(&self, rx: oneshot::Receiver<Result<Value>>) -> Result<Value> {
-        let outcome = match self.inner.request_timeout {
-            Some(t) => tokio::time::timeout(t, rx)
-                .await
-                .map_err(|_| Error::Timeout(t))?,
-            None => rx.await,
-        };
-        outcome.unwrap_or(Err(Error::Disconnected))
+    fn deadline(&self) -> Option<Instant> {
+        self.conn
+            .settings
+            .request_timeout
+            .map(|t| Instant::now() + t)
     }
 
     /// Sends a notification (no response).
@@ -348,7 +515,8 @@ impl Client {
             method: method.to_owned(),
             params: to_params(serde_json::to_value(params)?),
         };
-        self.send(Bytes::from(serde_json::to_vec(&note)?)).await
+        let inner = self.conn.ready(self.deadline()).await?;
+        inner.send(Bytes::from(serde_json::to_vec(&note)?)).await
     }
 
     /// Starts a batch: several calls in one frame, answered together.
@@ -363,8 +531,9 @@ impl Client {
     ///
     /// Only notifications that arrive after this call are seen.
     pub fn notifications(&self, method: &str) -> Subscription {
-        let (tx, rx) = mpsc::channel(self.inner.subscription_buffer);
-        let mut st = self.inner.state();
+        let (tx, rx) = mpsc::channel(self.conn.settings.subscription_buffer);
+        let inner = self.conn.current();
+        let mut st = inner.state();
         if !st.closed {
             st.subscribers
                 .entry(method.to_owned())
@@ -399,7 +568,7 @@ impl Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("peer", &self.inner.peer)
+            .field("peer", &self.peer())
             .field("closed", &self.is_closed())
             .field("handles", &Arc::strong_count(&self.owner))
             .finish()
@@ -472,7 +641,9 @@ impl Batch<'_> {
         if self.entries.is_empty() {
             return Ok(Vec::new());
         }
-        let inner = &self.client.inner;
+        let deadline = self.client.deadline();
+        let inner = self.client.conn.ready(deadline).await?;
+        let inner = &inner;
         let mut waits = Vec::new();
         let mut guards = Vec::new();
         let mut messages = Vec::with_capacity(self.entries.len());
@@ -490,12 +661,13 @@ impl Batch<'_> {
                 messages.push(Message::Notification(Notification { method, params }));
             }
         }
-        self.client
+        inner
             .send(Bytes::from(serde_json::to_vec(&messages)?))
             .await?;
+        let timeout = self.client.conn.settings.request_timeout;
         let mut results = Vec::with_capacity(waits.len());
         for rx in waits {
-            results.push(match self.client.wait(rx).await {
+            results.push(match wait(rx, deadline, timeout).await {
                 Err(e @ (Error::Disconnected | Error::Timeout(_))) => return Err(e),
                 other => other,
             });
@@ -503,6 +675,20 @@ impl Batch<'_> {
         drop(guards);
         Ok(results)
     }
+}
+
+async fn wait(
+    rx: oneshot::Receiver<Result<Value>>,
+    deadline: Option<Instant>,
+    timeout: Option<Duration>,
+) -> Result<Value> {
+    let outcome = match (deadline, timeout) {
+        (Some(d), Some(t)) => tokio::time::timeout_at(d, rx)
+            .await
+            .map_err(|_| Error::Timeout(t))?,
+        _ => rx.await,
+    };
+    outcome.unwrap_or(Err(Error::Disconnected))
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(mut frames: FramedRead<R, FrameCodec>, inner: Arc<Inner>) {

@@ -22,7 +22,7 @@ pub mod server;
 pub mod transport;
 
 pub use address::Address;
-pub use client::{Batch, Client, ClientBuilder, Subscription};
+pub use client::{Batch, Client, ClientBuilder, Connector, Reconnect, Subscription};
 pub use error::{Error, Result};
 pub use handler::{Context, Handler, NotificationSink, Router};
 pub use peer::{AuthPolicy, PeerInfo};

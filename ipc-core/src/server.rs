@@ -542,7 +542,12 @@ async fn serve_connection<H: Handler>(
             let check = now + config.frame_timeout;
             match config.idle_timeout {
                 Some(idle) if in_flight == 0 => (last_activity + idle).min(check),
-                _ => check,
+                // Busy with requests: not idle; look again later.
+                Some(idle) => {
+                    last_activity = now;
+                    (now + idle).min(check)
+                }
+                None => check,
             }
         };
         let next = tokio::select! {

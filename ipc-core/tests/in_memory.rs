@@ -183,3 +183,55 @@ async fn idle_and_slow_connections_are_closed() {
     assert!(r.is_err(), "writing to the closed connection fails");
     handle.shutdown(Duration::from_secs(1)).await.unwrap();
 }
+
+#[tokio::test]
+async fn reconnecting_client_continues_after_the_connection_drops() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let (net, listener) = Net::new();
+    let handle = Server::builder()
+        .idle_timeout(Some(Duration::from_millis(50)))
+        .build()
+        .serve(listener, router());
+    let tx = net.tx.clone();
+    let connects = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&connects);
+    let client = Client::builder()
+        .request_timeout(Some(Duration::from_secs(5)))
+        .reconnect(ipc_core::Reconnect::default())
+        .connect_with(move || {
+            let tx = tx.clone();
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let (a, b) = tokio::io::duplex(64 * 1024);
+                tx.send(Box::new(StreamTransport::new(
+                    b,
+                    PeerInfo::unix(0, 0, None, true),
+                )))
+                .await
+                .map_err(|_| Error::Shutdown)?;
+                Ok(
+                    Box::new(StreamTransport::new(a, PeerInfo::unix(0, 0, None, true)))
+                        as BoxTransport,
+                )
+            }
+        })
+        .await
+        .unwrap();
+    for round in 0..3 {
+        assert_eq!(
+            client.request::<i64>("add", (round, 1)).await.unwrap(),
+            round + 1
+        );
+        // The server drops the idle connection; the client reconnects.
+        tokio::time::timeout(Duration::from_secs(5), client.closed())
+            .await
+            .unwrap();
+    }
+    assert_eq!(client.request::<i64>("add", (1, 1)).await.unwrap(), 2);
+    assert!(
+        connects.load(Ordering::SeqCst) >= 4,
+        "a new connection per drop"
+    );
+    handle.shutdown(Duration::from_secs(1)).await.unwrap();
+}
