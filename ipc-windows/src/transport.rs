@@ -1,0 +1,284 @@
+//! The connection type, [`PipeTransport`], and the client side: [`connect`].
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use ipc_core::{Address, Error, PeerInfo, Result, Transport};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::windows::named_pipe::{ClientOptions, NamedPipeClient, NamedPipeServer};
+use windows_sys::Win32::Foundation::{ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_PIPE_BUSY};
+
+use crate::sys::{self, Sid};
+
+/// How long [`connect`] keeps retrying while every pipe instance is busy.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The user this process runs as, read once.
+pub(crate) fn current_user() -> Result<&'static Sid> {
+    static ME: OnceLock<std::result::Result<Sid, String>> = OnceLock::new();
+    ME.get_or_init(|| sys::current_user().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| {
+            Error::io(
+                "reading the current user's SID",
+                io::Error::other(e.clone()),
+            )
+        })
+}
+
+/// The Windows pipe path for `pipe:name` and `local:name`: `\\.\pipe\name`.
+///
+/// # Errors
+///
+/// [`Error::InvalidAddress`] for any other kind of address.
+pub fn pipe_path(addr: &Address) -> Result<String> {
+    match addr {
+        Address::Pipe(name) | Address::Local(name) => Ok(Address::pipe_path(name)),
+        other => Err(Error::InvalidAddress {
+            input: other.to_string(),
+            reason: format!(
+                "the named-pipe backend does not serve {}: addresses",
+                other.scheme()
+            ),
+            expected: "pipe:name or local:name",
+        }),
+    }
+}
+
+enum Inner {
+    Server(NamedPipeServer),
+    Client(NamedPipeClient),
+}
+
+/// A connected named pipe, from [`crate::PipeListener::accept`] or [`connect`].
+///
+/// Named pipes have no half-close: `poll_shutdown` flushes, and the peer reads
+/// end-of-stream only once this transport is dropped.
+pub struct PipeTransport {
+    inner: Inner,
+    peer: PeerInfo,
+}
+
+impl PipeTransport {
+    pub(crate) fn from_server(server: NamedPipeServer, peer: PeerInfo) -> Self {
+        PipeTransport {
+            inner: Inner::Server(server),
+            peer,
+        }
+    }
+
+    /// The identity of the process on the other end.
+    pub fn peer_info(&self) -> &PeerInfo {
+        &self.peer
+    }
+}
+
+impl fmt::Debug for PipeTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let side = match self.inner {
+            Inner::Server(_) => "server",
+            Inner::Client(_) => "client",
+        };
+        f.debug_struct("PipeTransport")
+            .field("side", &side)
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $pipe:ident => $e:expr) => {
+        match &mut $self.get_mut().inner {
+            Inner::Server($pipe) => $e,
+            Inner::Client($pipe) => $e,
+        }
+    };
+}
+
+impl AsyncRead for PipeTransport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        delegate!(self, p => Pin::new(p).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for PipeTransport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, p => Pin::new(p).poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        delegate!(self, p => Pin::new(p).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.inner {
+            Inner::Server(p) => p.is_write_vectored(),
+            Inner::Client(p) => p.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, p => Pin::new(p).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, p => Pin::new(p).poll_shutdown(cx))
+    }
+}
+
+impl Transport for PipeTransport {
+    fn peer(&self) -> &PeerInfo {
+        &self.peer
+    }
+}
+
+/// How [`connect_with`] connects.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    busy_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How long to keep retrying while every instance of the pipe is busy
+    /// (`ERROR_PIPE_BUSY`); zero fails at the first busy answer.
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+}
+
+/// Connects to `pipe:name` or `local:name` with the defaults.
+///
+/// # Examples
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> ipc_core::Result<()> {
+/// use tokio::io::AsyncWriteExt;
+///
+/// let mut pipe = ipc_windows::connect(&"pipe:node-admin".parse()?).await?;
+/// assert!(pipe.peer_info().same_user, "the server runs as another user");
+/// pipe.write_all(b"hello").await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// [`Error::NotFound`] when no server serves the name,
+/// [`Error::PermissionDenied`] when its security descriptor excludes us, an
+/// I/O error saying so when every instance stayed busy for the busy timeout.
+pub async fn connect(addr: &Address) -> Result<PipeTransport> {
+    connect_with(addr, &ConnectOptions::default()).await
+}
+
+/// Connects with explicit options.
+///
+/// # Errors
+///
+/// As [`connect`].
+pub async fn connect_with(addr: &Address, options: &ConnectOptions) -> Result<PipeTransport> {
+    let path = pipe_path(addr)?;
+    let me = current_user()?;
+    let deadline = Instant::now() + options.busy_timeout;
+    let mut delay = Duration::from_millis(1);
+    let client = loop {
+        // The default impersonation level is SECURITY_IDENTIFICATION: the
+        // server may learn who we are but not act as us.
+        match ClientOptions::new().open(&path) {
+            Ok(client) => break client,
+            Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(Error::io(
+                        format!(
+                            "connecting to {path}: every instance of the pipe stayed busy for {:?}; \
+                             the server is not accepting connections fast enough, retry later",
+                            options.busy_timeout
+                        ),
+                        e,
+                    ));
+                }
+                tokio::time::sleep(delay.min(deadline - now)).await;
+                delay = (delay * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => return Err(open_error(&path, e)),
+        }
+    };
+    let peer = server_peer(&client, me);
+    Ok(PipeTransport {
+        inner: Inner::Client(client),
+        peer,
+    })
+}
+
+fn open_error(path: &str, e: io::Error) -> Error {
+    match e.raw_os_error().map(|c| c as u32) {
+        Some(ERROR_FILE_NOT_FOUND) => Error::NotFound {
+            endpoint: path.to_owned(),
+        },
+        Some(ERROR_ACCESS_DENIED) => Error::PermissionDenied {
+            endpoint: path.to_owned(),
+        },
+        _ => Error::io(format!("connecting to {path}"), e),
+    }
+}
+
+/// Who serves the pipe we connected to. An identity that cannot be read is
+/// reported as unknown and not the same user.
+fn server_peer(client: &NamedPipeClient, me: &Sid) -> PeerInfo {
+    let pid = sys::pipe_server_pid(client)
+        .map_err(|e| tracing::debug!(error = %e, "server process id unavailable"))
+        .ok();
+    let sid = pid.and_then(|pid| {
+        sys::process_user(pid)
+            .map_err(|e| tracing::debug!(error = %e, pid, "server user unavailable"))
+            .ok()
+    });
+    let same_user = sid.as_ref() == Some(me);
+    PeerInfo::windows(pid, sid.map(|s| s.to_string()), same_user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipe_and_local_map_to_pipe_paths() {
+        let p = pipe_path(&"pipe:node".parse().unwrap()).unwrap();
+        assert_eq!(p, r"\\.\pipe\node");
+        let p = pipe_path(&"local:node".parse().unwrap()).unwrap();
+        assert_eq!(p, r"\\.\pipe\node");
+        let e = pipe_path(&"unix:/tmp/a.sock".parse().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pipe:name or local:name"), "{e}");
+    }
+}
