@@ -14,6 +14,8 @@
 pub mod address;
 mod client;
 pub mod codec;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod error;
 mod handler;
 pub mod jsonrpc;
