@@ -1,0 +1,784 @@
+//! One single-producer/single-consumer byte ring of length-prefixed records.
+//!
+//! The producer owns `head`, the consumer owns `tail`; each keeps its own
+//! copy and never trusts the value in shared memory for its own counter. A
+//! record is a 16-byte header (`kind: u32`, `len: u32`, `total: u64`, little
+//! endian) followed by `len` bytes padded to 16. A record never wraps: when
+//! it does not fit before the end of the data area, the producer fills the
+//! rest with a `PAD` record and starts again at offset 0, so a whole message
+//! is one contiguous slice that the reader can borrow without copying.
+//! Messages larger than half the ring travel as a `FIRST` record (carrying
+//! the total length), `MIDDLE` records and a `LAST` record.
+//!
+//! Everything read from shared memory is checked before use: the peer's
+//! counter must move forward and stay within one ring of ours, a record's
+//! kind must be known and its length must fit in the published bytes and in
+//! the data area. A violation is [`Error::Corrupt`].
+
+use std::sync::Arc;
+
+use ipc_core::{Error, Result};
+
+use crate::layout::RingCtl;
+use crate::region::Region;
+use crate::sync::Ordering;
+
+/// Size of a record header.
+pub(crate) const HDR: usize = 16;
+
+/// Record kinds.
+pub(crate) mod kind {
+    /// Filler up to the end of the data area.
+    pub const PAD: u32 = 0x5041_4401;
+    /// A whole message (or, in the stream API, a run of bytes).
+    pub const WHOLE: u32 = 0x5748_4c01;
+    /// The first piece of a message larger than half the ring.
+    pub const FIRST: u32 = 0x4649_5201;
+    /// A piece in the middle.
+    pub const MIDDLE: u32 = 0x4d49_4401;
+    /// The last piece.
+    pub const LAST: u32 = 0x4c41_5301;
+}
+
+/// Rounds up to a multiple of 16.
+#[inline]
+pub(crate) fn pad16(n: u64) -> u64 {
+    (n + 15) & !15
+}
+
+/// Bytes a record with `n` payload bytes takes.
+#[inline]
+fn record_len(n: usize) -> u64 {
+    HDR as u64 + pad16(n as u64)
+}
+
+fn corrupt(what: impl Into<String>) -> Error {
+    Error::Corrupt(what.into())
+}
+
+/// Which ring of a region, and its geometry.
+#[derive(Debug, Clone)]
+struct RingRef {
+    region: Arc<Region>,
+    index: usize,
+    data: *mut u8,
+    cap: u64,
+}
+
+// SAFETY: `data` points into `region`, which is Send + Sync and kept alive by
+// the Arc; the pointer is only dereferenced under the ring protocol.
+unsafe impl Send for RingRef {}
+// SAFETY: as above.
+unsafe impl Sync for RingRef {}
+
+impl RingRef {
+    fn new(region: Arc<Region>, index: usize) -> RingRef {
+        let data = region.data(index);
+        let cap = region.capacity() as u64;
+        RingRef {
+            region,
+            index,
+            data,
+            cap,
+        }
+    }
+
+    fn ctl(&self) -> &RingCtl {
+        &self.region.ctl().rings[self.index]
+    }
+}
+
+/// A checked record header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub kind: u32,
+    /// Payload bytes.
+    pub len: usize,
+    /// Total length of the message (FIRST, WHOLE); 0 or ignored otherwise.
+    pub total: u64,
+    /// Offset of the payload in the data area.
+    pub off: usize,
+    /// Bytes the record takes in the ring.
+    pub advance: u64,
+}
+
+/// The writing end of a ring.
+#[derive(Debug)]
+pub(crate) struct Producer {
+    ring: RingRef,
+    /// Our head: everything below it is written (published or about to be).
+    head: u64,
+    /// Head as last stored to shared memory.
+    published: u64,
+    /// The consumer's tail as last read and checked.
+    tail: u64,
+}
+
+impl Producer {
+    pub(crate) fn new(region: Arc<Region>, index: usize) -> Producer {
+        Producer {
+            ring: RingRef::new(region, index),
+            head: 0,
+            published: 0,
+            tail: 0,
+        }
+    }
+
+    /// Bytes per ring.
+    pub(crate) fn capacity(&self) -> usize {
+        self.ring.cap as usize
+    }
+
+    /// Largest payload sent as one record: half the ring, so a record plus
+    /// the padding before it always fits in an empty ring.
+    pub(crate) fn max_record_payload(&self) -> usize {
+        self.ring.cap as usize / 2 - HDR
+    }
+
+    /// Reads the consumer's tail and checks it.
+    fn refresh_tail(&mut self) -> Result<()> {
+        // SYNC POINT with Consumer::release (tail store, Release): the consumer
+        // has finished reading every byte below this tail, so we may overwrite
+        // them.
+        let t = self.ring.ctl().tail.0.load(Ordering::Acquire);
+        if t < self.tail || t > self.published || t % HDR as u64 != 0 {
+            return Err(corrupt(format!(
+                "ring {} tail moved to {t} (was {}, head {})",
+                self.ring.index, self.tail, self.published
+            )));
+        }
+        self.tail = t;
+        Ok(())
+    }
+
+    /// Whether the consumer has released everything (re-reads the tail).
+    pub(crate) fn is_drained(&mut self) -> Result<bool> {
+        self.refresh_tail()?;
+        Ok(self.tail == self.published)
+    }
+
+    /// Room at `head` for one record with between `min` and `want` payload
+    /// bytes (`1 <= min <= want`, `record_len(min) <= cap / 2 + HDR`),
+    /// writing a PAD record first when the record does not fit before the
+    /// end of the data area. Returns the payload bytes that fit, or `None`
+    /// when the ring is too full.
+    fn reserve(&mut self, min: usize, want: usize) -> Result<Option<usize>> {
+        debug_assert!(min <= want && record_len(min) <= self.ring.cap / 2 + HDR as u64);
+        let mut refreshed = false;
+        loop {
+            let free = self.ring.cap - (self.head - self.tail);
+            let off = self.head % self.ring.cap;
+            let to_end = self.ring.cap - off;
+            let need = record_len(min);
+            if to_end >= need {
+                if free >= need {
+                    let room = free.min(to_end) - HDR as u64;
+                    return Ok(Some(want.min(room as usize)));
+                }
+            } else if free >= to_end + need {
+                self.write_header(off as usize, kind::PAD, (to_end - HDR as u64) as u32, 0);
+                self.head += to_end;
+                continue;
+            }
+            if refreshed {
+                return Ok(None);
+            }
+            self.refresh_tail()?;
+            refreshed = true;
+        }
+    }
+
+    fn write_header(&mut self, off: usize, kind: u32, len: u32, total: u64) {
+        let mut h = [0u8; HDR];
+        h[0..4].copy_from_slice(&kind.to_le_bytes());
+        h[4..8].copy_from_slice(&len.to_le_bytes());
+        h[8..16].copy_from_slice(&total.to_le_bytes());
+        debug_assert!(off + HDR <= self.ring.cap as usize);
+        // SAFETY: off + HDR <= cap (callers reserve whole records inside the
+        // data area), and the bytes in [head, tail + cap) belong to the
+        // producer until published: the consumer released them (checked tail).
+        unsafe { std::ptr::copy_nonoverlapping(h.as_ptr(), self.ring.data.add(off), HDR) }
+    }
+
+    /// Appends a record; `reserve` must have granted `bytes.len()` bytes.
+    fn append(&mut self, kind: u32, total: u64, bytes: &[u8]) {
+        let off = (self.head % self.ring.cap) as usize;
+        self.write_header(off, kind, bytes.len() as u32, total);
+        debug_assert!(off + HDR + bytes.len() <= self.ring.cap as usize);
+        // SAFETY: reserve granted record_len(bytes.len()) bytes at `off`
+        // inside the data area and owned by the producer (as in write_header).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.ring.data.add(off + HDR),
+                bytes.len(),
+            )
+        }
+        self.head += record_len(bytes.len());
+    }
+
+    /// Makes the appended records visible to the consumer.
+    pub(crate) fn publish(&mut self) {
+        if self.head != self.published {
+            // SYNC POINT with Consumer::refresh_head (head load, Acquire): every
+            // record byte below this head is written before the consumer can
+            // see the new head.
+            self.ring.ctl().head.0.store(self.head, Ordering::Release);
+            self.published = self.head;
+        }
+    }
+
+    /// Writes up to `bytes.len()` bytes as one record (a run of a byte
+    /// stream); returns how many, or `None` when the ring is full. Publishes.
+    pub(crate) fn try_write_stream(&mut self, bytes: &[u8]) -> Result<Option<usize>> {
+        if bytes.is_empty() {
+            return Ok(Some(0));
+        }
+        let want = bytes.len().min(self.max_record_payload());
+        let min = want.min(256);
+        let Some(n) = self.reserve(min, want)? else {
+            return Ok(None);
+        };
+        self.append(kind::WHOLE, n as u64, &bytes[..n]);
+        self.publish();
+        Ok(Some(n))
+    }
+
+    /// Pushes as much of message `msg` as fits, continuing from `*sent` bytes
+    /// already sent; returns `true` once all of it is in the ring. Messages up
+    /// to [`Self::max_record_payload`] go as one record, larger ones in pieces.
+    /// Publishes what it wrote.
+    pub(crate) fn try_send_message(&mut self, msg: &[u8], sent: &mut usize) -> Result<bool> {
+        let total = msg.len();
+        let max = self.max_record_payload();
+        if total <= max {
+            if *sent > 0 {
+                return Ok(true);
+            }
+            // One contiguous record, so the reader can borrow it.
+            let Some(_) = self.reserve(total.max(1), total.max(1))? else {
+                return Ok(false);
+            };
+            self.append(kind::WHOLE, total as u64, msg);
+            self.publish();
+            *sent = total;
+            return Ok(true);
+        }
+        while *sent < total {
+            let rest = total - *sent;
+            let want = rest.min(max);
+            // Avoid slivers: use a short gap before the end only for a short
+            // remainder; otherwise pad and continue at the start.
+            let min = want.min(self.ring.cap as usize / 8);
+            let Some(n) = self.reserve(min, want)? else {
+                self.publish();
+                return Ok(false);
+            };
+            let kind = if *sent == 0 {
+                kind::FIRST
+            } else if n == rest {
+                kind::LAST
+            } else {
+                kind::MIDDLE
+            };
+            self.append(kind, total as u64, &msg[*sent..*sent + n]);
+            *sent += n;
+            // Publish each piece so the consumer can start copying while we
+            // write the next one.
+            self.publish();
+        }
+        Ok(true)
+    }
+}
+
+/// The reading end of a ring.
+#[derive(Debug)]
+pub(crate) struct Consumer {
+    ring: RingRef,
+    /// Our tail: everything below it is released (or about to be).
+    tail: u64,
+    /// The producer's head as last read and checked.
+    head: u64,
+}
+
+impl Consumer {
+    pub(crate) fn new(region: Arc<Region>, index: usize) -> Consumer {
+        Consumer {
+            ring: RingRef::new(region, index),
+            tail: 0,
+            head: 0,
+        }
+    }
+
+    /// Reads the producer's head and checks it.
+    fn refresh_head(&mut self) -> Result<()> {
+        // SYNC POINT with Producer::publish (head store, Release): the record
+        // bytes below this head are written and visible to us.
+        let h = self.ring.ctl().head.0.load(Ordering::Acquire);
+        if h < self.head || h - self.tail > self.ring.cap || h % HDR as u64 != 0 {
+            return Err(corrupt(format!(
+                "ring {} head moved to {h} (was {}, tail {}, capacity {})",
+                self.ring.index, self.head, self.tail, self.ring.cap
+            )));
+        }
+        self.head = h;
+        Ok(())
+    }
+
+    /// Whether a record is waiting (re-reads the head when none is known).
+    pub(crate) fn has_data(&mut self) -> Result<bool> {
+        if self.head == self.tail {
+            self.refresh_head()?;
+        }
+        Ok(self.head != self.tail)
+    }
+
+    /// The next data record, skipping padding, without consuming it.
+    pub(crate) fn peek(&mut self) -> Result<Option<Record>> {
+        loop {
+            if !self.has_data()? {
+                return Ok(None);
+            }
+            let cap = self.ring.cap;
+            let avail = self.head - self.tail;
+            let off = self.tail % cap;
+            let to_end = cap - off;
+            // avail and to_end are non-zero multiples of 16, so >= HDR.
+            let mut h = [0u8; HDR];
+            // SAFETY: off + HDR <= cap (to_end >= 16) and the bytes lie in
+            // [tail, head), published by the producer (Acquire in
+            // refresh_head) and not yet released by us.
+            unsafe {
+                std::ptr::copy_nonoverlapping(self.ring.data.add(off as usize), h.as_mut_ptr(), HDR)
+            }
+            let k = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+            let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as u64;
+            let total = u64::from_le_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]);
+            match k {
+                kind::PAD => {
+                    if len != to_end - HDR as u64 || avail < to_end {
+                        return Err(corrupt(format!(
+                            "ring {} padding of {len} bytes at offset {off} does not reach the end of the {cap}-byte area ({avail} bytes published)",
+                            self.ring.index
+                        )));
+                    }
+                    self.release(to_end);
+                }
+                kind::WHOLE | kind::FIRST | kind::MIDDLE | kind::LAST => {
+                    let advance = HDR as u64 + pad16(len);
+                    if advance > avail || advance > to_end {
+                        return Err(corrupt(format!(
+                            "ring {} record of {len} bytes at offset {off} overruns the {avail} published bytes or the {cap}-byte area",
+                            self.ring.index
+                        )));
+                    }
+                    return Ok(Some(Record {
+                        kind: k,
+                        len: len as usize,
+                        total,
+                        off: (off + HDR as u64) as usize,
+                        advance,
+                    }));
+                }
+                other => {
+                    return Err(corrupt(format!(
+                        "ring {} record kind {other:#x} at offset {off} is unknown",
+                        self.ring.index
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The payload bytes `[from, from + n)` of a peeked record.
+    ///
+    /// # Safety
+    ///
+    /// `rec` must come from the last `peek` and not be released yet, and
+    /// `from + n <= rec.len`; the slice must be dropped before the record is
+    /// released.
+    pub(crate) unsafe fn payload(&self, rec: &Record, from: usize, n: usize) -> &[u8] {
+        debug_assert!(from + n <= rec.len);
+        // SAFETY: peek checked that rec.off + rec.len lies inside the data
+        // area and within the published, unreleased bytes, which the producer
+        // does not touch until we release them (caller's contract). A producer
+        // that breaks the protocol can change the bytes under us; they are
+        // opaque payload to us, never lengths or indices.
+        unsafe { std::slice::from_raw_parts(self.ring.data.add(rec.off + from), n) }
+    }
+
+    /// Releases `advance` bytes to the producer.
+    pub(crate) fn release(&mut self, advance: u64) {
+        debug_assert!(self.tail + advance <= self.head);
+        self.tail += advance;
+        // SYNC POINT with Producer::refresh_tail (tail load, Acquire): we have
+        // finished reading the released bytes before the producer may reuse
+        // them.
+        self.ring.ctl().tail.0.store(self.tail, Ordering::Release);
+    }
+
+    /// Copies stream bytes into `out`, across records; returns how many, or
+    /// `None` when the ring is empty. `partial` is how much of the first
+    /// record an earlier call already returned.
+    pub(crate) fn try_read_stream(
+        &mut self,
+        out: &mut [u8],
+        partial: &mut usize,
+    ) -> Result<Option<usize>> {
+        let mut n = 0;
+        while n < out.len() {
+            let Some(rec) = self.peek()? else { break };
+            if rec.kind != kind::WHOLE {
+                return Err(corrupt(format!(
+                    "ring {} carries a message piece ({:#x}) on a byte-stream connection",
+                    self.ring.index, rec.kind
+                )));
+            }
+            if *partial > rec.len {
+                return Err(corrupt("record shrank while being read"));
+            }
+            let take = (rec.len - *partial).min(out.len() - n);
+            // SAFETY: rec is the last peeked record, unreleased, and
+            // partial + take <= rec.len; the slice is dropped before release.
+            let src = unsafe { self.payload(&rec, *partial, take) };
+            out[n..n + take].copy_from_slice(src);
+            n += take;
+            *partial += take;
+            if *partial == rec.len {
+                *partial = 0;
+                self.release(rec.advance);
+            }
+        }
+        Ok(if n == 0 && !out.is_empty() { None } else { Some(n) })
+    }
+}
+
+/// Reassembly of a message sent in pieces.
+#[derive(Debug, Default)]
+pub(crate) struct Assembly {
+    buf: Option<(Vec<u8>, usize)>,
+}
+
+/// What [`Consumer::try_recv`] found.
+#[derive(Debug)]
+pub(crate) enum Recv {
+    /// Nothing complete yet.
+    Empty,
+    /// A whole message in the ring: borrow it, then release `rec.advance`.
+    Borrowed(Record),
+    /// A message reassembled from pieces.
+    Owned(Vec<u8>),
+}
+
+impl Consumer {
+    /// Takes the next message, or as many of its pieces as are available.
+    /// `max` bounds the message length (checked before any allocation).
+    pub(crate) fn try_recv(&mut self, asm: &mut Assembly, max: usize) -> Result<Recv> {
+        loop {
+            let Some(rec) = self.peek()? else {
+                return Ok(Recv::Empty);
+            };
+            match (&mut asm.buf, rec.kind) {
+                (None, kind::WHOLE) => {
+                    if rec.total != rec.len as u64 {
+                        return Err(corrupt(format!(
+                            "whole message of {} bytes claims a total of {}",
+                            rec.len, rec.total
+                        )));
+                    }
+                    if rec.len > max {
+                        return Err(Error::FrameTooLarge { len: rec.len, max });
+                    }
+                    return Ok(Recv::Borrowed(rec));
+                }
+                (None, kind::FIRST) => {
+                    if rec.total > max as u64 {
+                        return Err(Error::FrameTooLarge {
+                            len: usize::try_from(rec.total).unwrap_or(usize::MAX),
+                            max,
+                        });
+                    }
+                    let total = rec.total as usize;
+                    if rec.len >= total {
+                        return Err(corrupt(format!(
+                            "first piece of {} bytes of a {total}-byte message",
+                            rec.len
+                        )));
+                    }
+                    let mut v = Vec::with_capacity(total);
+                    // SAFETY: rec is the last peeked record, unreleased; the
+                    // slice is copied and dropped before release.
+                    v.extend_from_slice(unsafe { self.payload(&rec, 0, rec.len) });
+                    self.release(rec.advance);
+                    asm.buf = Some((v, total));
+                }
+                (Some((v, total)), kind::MIDDLE | kind::LAST) => {
+                    let end = v.len() + rec.len;
+                    let last = rec.kind == kind::LAST;
+                    if (last && end != *total) || (!last && end >= *total) {
+                        return Err(corrupt(format!(
+                            "pieces add up to {end} bytes of a {total}-byte message"
+                        )));
+                    }
+                    // SAFETY: as above.
+                    v.extend_from_slice(unsafe { self.payload(&rec, 0, rec.len) });
+                    self.release(rec.advance);
+                    if last {
+                        let (v, _) = asm.buf.take().expect("assembling");
+                        return Ok(Recv::Owned(v));
+                    }
+                }
+                (_, k) => {
+                    return Err(corrupt(format!(
+                        "record kind {k:#x} out of sequence ({} a message)",
+                        if asm.buf.is_some() {
+                            "in the middle of"
+                        } else {
+                            "before"
+                        }
+                    )))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::layout::{CLIENT, MIN_RING_CAPACITY};
+
+    fn pair(cap: usize) -> (Producer, Consumer, Arc<Region>) {
+        let r = Arc::new(Region::heap(cap));
+        (
+            Producer::new(r.clone(), CLIENT),
+            Consumer::new(r.clone(), CLIENT),
+            r,
+        )
+    }
+
+    fn pattern(n: usize, seed: u8) -> Vec<u8> {
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    /// Drives sending and receiving of `msgs` on one thread, interleaved.
+    fn round_trip(cap: usize, msgs: &[Vec<u8>]) {
+        let (mut p, mut c, _r) = pair(cap);
+        let mut asm = Assembly::default();
+        let mut got = Vec::new();
+        let mut i = 0;
+        let mut sent = 0;
+        while got.len() < msgs.len() {
+            if i < msgs.len() && p.try_send_message(&msgs[i], &mut sent).unwrap() {
+                i += 1;
+                sent = 0;
+            }
+            match c.try_recv(&mut asm, usize::MAX).unwrap() {
+                Recv::Empty => {}
+                Recv::Borrowed(rec) => {
+                    // SAFETY: rec was just peeked and is released right after.
+                    got.push(unsafe { c.payload(&rec, 0, rec.len) }.to_vec());
+                    c.release(rec.advance);
+                }
+                Recv::Owned(v) => got.push(v),
+            }
+        }
+        assert_eq!(got.len(), msgs.len());
+        for (a, b) in got.iter().zip(msgs) {
+            assert!(a == b, "message of {} bytes differs", b.len());
+        }
+        assert!(p.is_drained().unwrap());
+    }
+
+    #[test]
+    fn small_messages_wrap_with_padding() {
+        let msgs: Vec<_> = (0..200).map(|i| pattern(i * 7 % 300, i as u8)).collect();
+        round_trip(MIN_RING_CAPACITY, &msgs);
+    }
+
+    #[test]
+    fn messages_larger_than_the_ring_stream_in_pieces() {
+        let msgs = vec![
+            pattern(10_000, 1),
+            pattern(1, 2),
+            pattern(MIN_RING_CAPACITY / 2 - HDR, 3),
+            pattern(MIN_RING_CAPACITY / 2 - HDR + 1, 4),
+            pattern(MIN_RING_CAPACITY * 3 + 5, 5),
+            Vec::new(),
+        ];
+        round_trip(MIN_RING_CAPACITY, &msgs);
+    }
+
+    #[test]
+    fn byte_stream_round_trip() {
+        let (mut p, mut c, _r) = pair(MIN_RING_CAPACITY);
+        let data = pattern(50_000, 9);
+        let mut out = vec![0u8; data.len()];
+        let (mut w, mut r, mut partial) = (0, 0, 0);
+        let mut buf = [0u8; 777];
+        while r < data.len() {
+            if w < data.len() {
+                if let Some(n) = p.try_write_stream(&data[w..(w + 3000).min(data.len())]).unwrap() {
+                    w += n;
+                }
+            }
+            if let Some(n) = c.try_read_stream(&mut buf, &mut partial).unwrap() {
+                out[r..r + n].copy_from_slice(&buf[..n]);
+                r += n;
+            }
+        }
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn full_ring_reports_no_room() {
+        let (mut p, _c, _r) = pair(MIN_RING_CAPACITY);
+        let msg = [7u8; 1000];
+        let mut n = 0;
+        loop {
+            let mut sent = 0;
+            if !p.try_send_message(&msg, &mut sent).unwrap() {
+                break;
+            }
+            n += 1;
+        }
+        assert_eq!(n, MIN_RING_CAPACITY / record_len(1000) as usize);
+    }
+
+    #[test]
+    fn oversize_message_is_refused_before_allocation() {
+        let (mut p, mut c, _r) = pair(MIN_RING_CAPACITY);
+        let mut sent = 0;
+        p.try_send_message(&pattern(5000, 0), &mut sent).unwrap();
+        let err = c.try_recv(&mut Assembly::default(), 4096).unwrap_err();
+        assert!(matches!(err, Error::FrameTooLarge { len: 5000, max: 4096 }), "{err}");
+    }
+
+    /// Writes `val` over the shared head of ring 0.
+    fn poke_head(r: &Region, val: u64) {
+        r.ctl().rings[CLIENT].head.0.store(val, Ordering::Release);
+    }
+
+    fn poke_bytes(r: &Region, off: usize, bytes: &[u8]) {
+        assert!(off + bytes.len() <= r.capacity());
+        // SAFETY: in bounds of ring 0's data area; single-threaded test.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), r.data(CLIENT).add(off), bytes.len())
+        }
+    }
+
+    fn expect_corrupt(c: &mut Consumer) -> String {
+        match c.try_recv(&mut Assembly::default(), usize::MAX) {
+            Err(Error::Corrupt(m)) => m,
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hostile_head_is_corrupt() {
+        for bad in [u64::MAX, MIN_RING_CAPACITY as u64 + 16, 17, 8] {
+            let (_p, mut c, r) = pair(MIN_RING_CAPACITY);
+            poke_head(&r, bad);
+            let m = expect_corrupt(&mut c);
+            assert!(m.contains("head"), "{m}");
+        }
+        // A head that moves backwards.
+        let (mut p, mut c, r) = pair(MIN_RING_CAPACITY);
+        let mut sent = 0;
+        p.try_send_message(b"hello", &mut sent).unwrap();
+        assert!(c.has_data().unwrap());
+        poke_head(&r, 0);
+        let mut c2 = c;
+        c2.head = 32;
+        assert!(c2.refresh_head().is_err());
+    }
+
+    #[test]
+    fn hostile_records_are_corrupt() {
+        let cases: Vec<(&str, [u8; 16], u64)> = vec![
+            ("unknown kind", hdr(0xdead, 4, 4), 32),
+            ("overrun published", hdr(kind::WHOLE, 100, 100), 32),
+            ("overrun area", hdr(kind::WHOLE, u32::MAX, u32::MAX as u64), 4096),
+            ("short pad", hdr(kind::PAD, 16, 0), 4096),
+            ("total mismatch", hdr(kind::WHOLE, 4, 99), 32),
+            ("piece first", hdr(kind::MIDDLE, 4, 4), 32),
+            ("first covers total", hdr(kind::FIRST, 16, 16), 32),
+        ];
+        for (name, h, head) in cases {
+            let (_p, mut c, r) = pair(MIN_RING_CAPACITY);
+            poke_bytes(&r, 0, &h);
+            poke_head(&r, head);
+            let m = expect_corrupt(&mut c);
+            assert!(!m.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn hostile_pieces_are_corrupt() {
+        let (_p, mut c, r) = pair(MIN_RING_CAPACITY);
+        poke_bytes(&r, 0, &hdr(kind::FIRST, 16, 40));
+        poke_bytes(&r, 32, &hdr(kind::LAST, 16, 40));
+        poke_head(&r, 64);
+        let m = expect_corrupt(&mut c);
+        assert!(m.contains("add up"), "{m}");
+    }
+
+    #[test]
+    fn hostile_tail_is_corrupt() {
+        let (mut p, _c, r) = pair(MIN_RING_CAPACITY);
+        r.ctl().rings[CLIENT].tail.0.store(1 << 40, Ordering::Release);
+        let mut sent = 0;
+        // Fill the ring so the producer must look at the tail.
+        let res = (0..10).try_for_each(|_| {
+            sent = 0;
+            p.try_send_message(&[0; 1000], &mut sent).map(|_| ())
+        });
+        assert!(matches!(res, Err(Error::Corrupt(_))), "{res:?}");
+    }
+
+    fn hdr(k: u32, len: u32, total: u64) -> [u8; 16] {
+        let mut h = [0u8; 16];
+        h[0..4].copy_from_slice(&k.to_le_bytes());
+        h[4..8].copy_from_slice(&len.to_le_bytes());
+        h[8..16].copy_from_slice(&total.to_le_bytes());
+        h
+    }
+
+    /// Two threads, the real concurrency the ring sees (and what Miri checks
+    /// for data races).
+    #[test]
+    fn two_threads_mixed_sizes() {
+        let count = if cfg!(miri) { 40 } else { 2000 };
+        let (mut p, mut c, _r) = pair(MIN_RING_CAPACITY);
+        let sizes: Vec<usize> = (0..count).map(|i| (i * 997) % 9000).collect();
+        let s2 = sizes.clone();
+        let t = std::thread::spawn(move || {
+            for (i, &n) in s2.iter().enumerate() {
+                let m = pattern(n, i as u8);
+                let mut sent = 0;
+                while !p.try_send_message(&m, &mut sent).unwrap() {
+                    crate::sync::spin_hint();
+                }
+            }
+        });
+        let mut asm = Assembly::default();
+        for (i, &n) in sizes.iter().enumerate() {
+            let got = loop {
+                match c.try_recv(&mut asm, usize::MAX).unwrap() {
+                    Recv::Empty => crate::sync::spin_hint(),
+                    Recv::Borrowed(rec) => {
+                        // SAFETY: just peeked; released right after the copy.
+                        let v = unsafe { c.payload(&rec, 0, rec.len) }.to_vec();
+                        c.release(rec.advance);
+                        break v;
+                    }
+                    Recv::Owned(v) => break v,
+                }
+            };
+            assert!(got == pattern(n, i as u8), "message {i} differs");
+        }
+        t.join().unwrap();
+    }
+}
