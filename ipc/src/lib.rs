@@ -1,1 +1,269 @@
-//! Fast, secure local IPC.
+//! Fast, secure local inter-process communication.
+//!
+//! One async API over the local mechanisms: Unix domain sockets, Windows
+//! named pipes and shared-memory rings, chosen by an address string:
+//!
+//! | address              | backend                                   | feature  |
+//! |----------------------|-------------------------------------------|----------|
+//! | `unix:/run/app.sock` | Unix domain socket at a path              | `unix`   |
+//! | `unix:@app`          | Linux abstract socket                     | `unix`   |
+//! | `pipe:app`           | Windows named pipe `\\.\pipe\app`          | `windows`|
+//! | `shm:app`            | shared-memory rings, set up over `local:` | `shm`    |
+//! | `tcp:127.0.0.1:7000` | TCP, for leaving the machine              | `tcp`    |
+//! | `local:app`          | the platform default (socket or pipe)     |          |
+//!
+//! Servers and clients speak JSON-RPC 2.0 ([`Server`], [`Client`]) over any
+//! of them; the peer's OS-verified identity is checked against an
+//! [`AuthPolicy`] before any of its bytes are read.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use ipc::{jsonrpc::ErrorObject, Router, Server};
+//!
+//! # #[tokio::main] async fn main() -> ipc::Result<()> {
+//! let listener = ipc::bind("local:my-daemon").await?;
+//! let router = Router::new().method("add", |_ctx, (a, b): (i64, i64)| async move {
+//!     Ok::<_, ErrorObject>(a + b)
+//! });
+//! let server = Server::builder().build().serve(listener, router);
+//!
+//! let client = ipc::connect("local:my-daemon").await?;
+//! let sum: i64 = client.request("add", (1, 2)).await?;
+//! assert_eq!(sum, 3);
+//! server.shutdown(std::time::Duration::from_secs(1)).await?;
+//! # Ok(()) }
+//! ```
+#![doc(test(attr(deny(warnings))))]
+#![warn(missing_docs)]
+
+pub use ipc_core::*;
+
+#[cfg(feature = "tcp")]
+pub mod tcp;
+
+#[cfg(all(unix, feature = "unix"))]
+pub use ipc_unix as unix;
+
+/// How a new endpoint is secured. Backends apply what fits them: a file mode
+/// and group for Unix sockets, an equivalent security descriptor for pipes.
+#[derive(Debug, Clone, Default)]
+pub struct BindOptions {
+    mode: Option<u32>,
+    group: Option<u32>,
+}
+
+impl BindOptions {
+    /// Owner-only (the default).
+    pub fn new() -> Self {
+        BindOptions::default()
+    }
+
+    /// The endpoint's permission bits, such as `0o660` (default `0o600`).
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = Some(mode);
+        self
+    }
+
+    /// The group that owns the endpoint, for group access with a mode like `0o660`.
+    pub fn group(mut self, gid: u32) -> Self {
+        self.group = Some(gid);
+        self
+    }
+}
+
+fn disabled(address: &Address, feature: &'static str, platform: &'static str) -> Error {
+    Error::BackendDisabled {
+        address: address.to_string(),
+        feature,
+        platform,
+    }
+}
+
+/// Binds the endpoint named by `address` with owner-only permissions.
+///
+/// # Errors
+///
+/// [`Error::InvalidAddress`] for a malformed address, [`Error::BackendDisabled`]
+/// when the backend is not compiled in, [`Error::AddressInUse`] when a live
+/// server owns the endpoint, and the backend's own errors.
+pub async fn bind(address: &str) -> Result<BoxListener> {
+    bind_with(address, &BindOptions::default()).await
+}
+
+/// Binds the endpoint named by `address` with the given options.
+///
+/// # Errors
+///
+/// As for [`bind`].
+pub async fn bind_with(address: &str, options: &BindOptions) -> Result<BoxListener> {
+    let address: Address = address.parse()?;
+    bind_address(&address, options).await
+}
+
+/// Binds an already parsed address.
+///
+/// # Errors
+///
+/// As for [`bind`].
+pub async fn bind_address(address: &Address, options: &BindOptions) -> Result<BoxListener> {
+    let _ = options;
+    match address {
+        Address::Unix(_) | Address::UnixAbstract(_) => bind_unix(address, options),
+        Address::Local(_) => {
+            cfg_if::cfg_if! {
+                if #[cfg(unix)] {
+                    bind_unix(address, options)
+                } else if #[cfg(windows)] {
+                    bind_pipe(address, options)
+                } else {
+                    Err(disabled(address, "unix", " (no local backend on this platform)"))
+                }
+            }
+        }
+        Address::Pipe(_) => bind_pipe(address, options),
+        Address::Shm(_) => bind_shm(address, options).await,
+        Address::Tcp(_) => bind_tcp(address).await,
+        _ => Err(disabled(address, "unix", "")),
+    }
+}
+
+/// Connects a JSON-RPC [`Client`] to `address`.
+///
+/// # Errors
+///
+/// As for [`connect_transport`].
+pub async fn connect(address: &str) -> Result<Client> {
+    Ok(Client::new(connect_transport(address).await?))
+}
+
+/// Connects a raw byte [`Transport`] to `address`, for your own framing.
+///
+/// # Errors
+///
+/// [`Error::InvalidAddress`], [`Error::BackendDisabled`], [`Error::NotFound`]
+/// when nothing listens there, [`Error::PermissionDenied`], and the backend's
+/// own errors.
+pub async fn connect_transport(address: &str) -> Result<BoxTransport> {
+    let address: Address = address.parse()?;
+    connect_address(&address).await
+}
+
+/// Connects to an already parsed address.
+///
+/// # Errors
+///
+/// As for [`connect_transport`].
+pub async fn connect_address(address: &Address) -> Result<BoxTransport> {
+    match address {
+        Address::Unix(_) | Address::UnixAbstract(_) => connect_unix(address).await,
+        Address::Local(_) => {
+            cfg_if::cfg_if! {
+                if #[cfg(unix)] {
+                    connect_unix(address).await
+                } else if #[cfg(windows)] {
+                    connect_pipe(address).await
+                } else {
+                    Err(disabled(address, "unix", " (no local backend on this platform)"))
+                }
+            }
+        }
+        Address::Pipe(_) => connect_pipe(address).await,
+        Address::Shm(_) => connect_shm(address).await,
+        Address::Tcp(_) => connect_tcp(address).await,
+        _ => Err(disabled(address, "unix", "")),
+    }
+}
+
+cfg_if::cfg_if! {
+    if #[cfg(all(unix, feature = "unix"))] {
+        fn bind_unix(address: &Address, options: &BindOptions) -> Result<BoxListener> {
+            let mut opts = ipc_unix::BindOptions::default();
+            if let Some(mode) = options.mode {
+                opts = opts.mode(mode);
+            }
+            if let Some(gid) = options.group {
+                opts = opts.group(gid);
+            }
+            Ok(Box::new(ipc_unix::UnixListener::bind_with(address, &opts)?))
+        }
+        async fn connect_unix(address: &Address) -> Result<BoxTransport> {
+            Ok(Box::new(ipc_unix::connect(address).await?))
+        }
+    } else {
+        fn bind_unix(address: &Address, _: &BindOptions) -> Result<BoxListener> {
+            Err(disabled(address, "unix", " (Unix sockets need a Unix platform)"))
+        }
+        async fn connect_unix(address: &Address) -> Result<BoxTransport> {
+            Err(disabled(address, "unix", " (Unix sockets need a Unix platform)"))
+        }
+    }
+}
+
+cfg_if::cfg_if! {
+    if #[cfg(all(windows, feature = "windows"))] {
+        fn bind_pipe(address: &Address, _options: &BindOptions) -> Result<BoxListener> {
+            Ok(Box::new(ipc_windows::PipeListener::bind(address)?))
+        }
+        async fn connect_pipe(address: &Address) -> Result<BoxTransport> {
+            Ok(Box::new(ipc_windows::connect(address).await?))
+        }
+    } else {
+        fn bind_pipe(address: &Address, _: &BindOptions) -> Result<BoxListener> {
+            Err(disabled(address, "windows", " (named pipes exist only on Windows)"))
+        }
+        async fn connect_pipe(address: &Address) -> Result<BoxTransport> {
+            Err(disabled(address, "windows", " (named pipes exist only on Windows)"))
+        }
+    }
+}
+
+async fn bind_shm(address: &Address, _: &BindOptions) -> Result<BoxListener> {
+    Err(disabled(address, "shm", ""))
+}
+
+async fn connect_shm(address: &Address) -> Result<BoxTransport> {
+    Err(disabled(address, "shm", ""))
+}
+
+cfg_if::cfg_if! {
+    if #[cfg(feature = "tcp")] {
+        async fn bind_tcp(address: &Address) -> Result<BoxListener> {
+            Ok(Box::new(tcp::TcpListener::bind(address).await?))
+        }
+        async fn connect_tcp(address: &Address) -> Result<BoxTransport> {
+            Ok(Box::new(tcp::connect(address).await?))
+        }
+    } else {
+        async fn bind_tcp(address: &Address) -> Result<BoxListener> {
+            Err(disabled(address, "tcp", ""))
+        }
+        async fn connect_tcp(address: &Address) -> Result<BoxTransport> {
+            Err(disabled(address, "tcp", ""))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn disabled_backends_name_their_feature() {
+        {
+            let e = super::connect_transport("shm:x")
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("enable the `shm` feature"), "{e}");
+        }
+        #[cfg(not(windows))]
+        {
+            let e = super::bind("pipe:x").await.unwrap_err().to_string();
+            assert!(
+                e.contains("`windows` feature") && e.contains("only on Windows"),
+                "{e}"
+            );
+        }
+        let e = super::connect("bogus:x").await.unwrap_err().to_string();
+        assert!(e.contains("expected one of"), "{e}");
+    }
+}
