@@ -57,21 +57,51 @@ pub struct NotificationSink {
     pub(crate) tx: mpsc::Sender<Bytes>,
     pub(crate) closed: CancellationToken,
     pub(crate) connection: u64,
+    pub(crate) write_timeout: std::time::Duration,
 }
 
 impl NotificationSink {
-    /// Sends `method` with `params` to the client.
+    /// Queues `method` with `params` for the client without waiting: for
+    /// events that must not hold up the sender (heartbeats, broadcasts).
     ///
     /// # Errors
     ///
     /// [`Error::Disconnected`] when the client is gone, or when its send queue
-    /// was full (the connection is then closed).
+    /// was full (the connection is then closed: the client is not keeping up).
     pub fn notify(&self, method: &str, params: impl Serialize) -> Result<()> {
-        let note = Notification {
-            method: method.to_owned(),
-            params: to_params(serde_json::to_value(params)?),
+        self.send_raw(encode_notification(method, params)?)
+    }
+
+    /// Sends `method` with `params`, waiting while the client's send queue
+    /// is full: for streams where every item matters. A client that stays
+    /// behind for the server's write timeout is disconnected.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Disconnected`] when the client is gone or was disconnected
+    /// for not reading.
+    pub async fn send(&self, method: &str, params: impl Serialize) -> Result<()> {
+        let frame = encode_notification(method, params)?;
+        if self.closed.is_cancelled() {
+            return Err(Error::Disconnected);
+        }
+        let sent = tokio::select! {
+            _ = self.closed.cancelled() => return Err(Error::Disconnected),
+            r = self.tx.send_timeout(frame, self.write_timeout) => r,
         };
-        self.send_raw(Bytes::from(serde_json::to_vec(&note)?))
+        match sent {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                tracing::warn!(
+                    connection = self.connection,
+                    timeout = ?self.write_timeout,
+                    "the client is not reading its notifications; closing the connection"
+                );
+                self.closed.cancel();
+                Err(Error::Disconnected)
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Error::Disconnected),
+        }
     }
 
     pub(crate) fn send_raw(&self, frame: Bytes) -> Result<()> {
@@ -109,6 +139,14 @@ impl NotificationSink {
     pub fn connection_id(&self) -> u64 {
         self.connection
     }
+}
+
+fn encode_notification(method: &str, params: impl Serialize) -> Result<Bytes> {
+    let note = Notification {
+        method: method.to_owned(),
+        params: to_params(serde_json::to_value(params)?),
+    };
+    Ok(Bytes::from(serde_json::to_vec(&note)?))
 }
 
 impl fmt::Debug for NotificationSink {

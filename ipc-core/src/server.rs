@@ -484,6 +484,7 @@ async fn serve_connection<H: Handler>(
         tx: tx.clone(),
         closed: closed.clone(),
         connection: id,
+        write_timeout: config.write_timeout,
     };
     shared.registry().insert(
         id,
