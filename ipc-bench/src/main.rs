@@ -32,6 +32,7 @@ mod proto;
 #[cfg(unix)]
 mod raw;
 mod results;
+mod rpc;
 mod run;
 mod streams;
 mod sys;

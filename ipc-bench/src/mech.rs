@@ -24,7 +24,6 @@ pub enum Group {
     /// Written directly on the OS: the floor the others are compared with.
     Baseline,
     /// This workspace's transports.
-    #[allow(dead_code)]
     Ours,
     /// Other crates a user might pick instead.
     Peer,

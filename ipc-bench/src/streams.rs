@@ -88,14 +88,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MsgAsync for RawAsync<S> {
 /// An async byte stream framed by the workspace's length-delimited codec:
 /// what a user of the raw-frame level writes.
 #[cfg(unix)]
-#[allow(dead_code)]
 #[derive(Debug)]
 pub struct Framed4<S> {
     f: Framed<S, ipc_core::codec::LengthCodec>,
 }
 
 #[cfg(unix)]
-#[allow(dead_code)]
 impl<S: AsyncRead + AsyncWrite + Unpin> Framed4<S> {
     /// Frames `s`; frames up to the largest benchmark message are accepted.
     pub fn new(s: S) -> Self {
