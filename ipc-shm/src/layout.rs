@@ -70,6 +70,9 @@ pub struct Bell {
     /// [`CLOSED_WRITE`] when this side will send nothing more,
     /// [`CLOSED_GONE`] when it has dropped the connection.
     pub closed: AtomicU32,
+    /// The futex, modelled for loom.
+    #[cfg(loom)]
+    pub park: (loom::sync::Mutex<()>, loom::sync::Condvar),
 }
 
 /// The sleeper is parked on the futex at [`Bell::seq`].
@@ -182,6 +185,7 @@ impl Control {
                 seq: AtomicU32::new(0),
                 waiting: AtomicU32::new(0),
                 closed: AtomicU32::new(0),
+                park: (loom::sync::Mutex::new(()), loom::sync::Condvar::new()),
             })
         }
         fn ring() -> RingCtl {

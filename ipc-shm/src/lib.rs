@@ -8,4 +8,16 @@ mod region;
 mod ring;
 mod sync;
 
+#[cfg(unix)]
+mod bell;
+#[cfg(unix)]
+mod blocking;
+#[cfg(unix)]
+mod link;
+
+#[cfg(unix)]
+pub use blocking::{Message, ShmConnection, ShmReceiver, ShmSender};
 pub use region::Region;
+
+#[cfg(all(test, loom))]
+mod loom_model;

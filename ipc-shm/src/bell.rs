@@ -1,0 +1,193 @@
+//! Sleeping and waking across the shared region.
+//!
+//! Side `i` sleeps on `bells[i]`. The protocol is an event count:
+//!
+//! - the sleeper reads `seq`, sets its `waiting` bits, issues a `SeqCst`
+//!   fence, re-checks its condition, and only then sleeps while `seq` is
+//!   unchanged;
+//! - the waker publishes (head or tail store), issues a `SeqCst` fence, and
+//!   only if `waiting` is set swaps it to 0, bumps `seq` and rings the
+//!   doorbell the sleeper named (futex wake or a byte on the socket).
+//!
+//! The two fences order "publish, then look for a sleeper" against
+//! "announce, then look for data": either the waker sees the announcement,
+//! or the sleeper sees the data. A writer therefore pays a system call only
+//! when its reader actually sleeps.
+//!
+//! A hostile peer can clear our `waiting` bits or never ring; that is no
+//! worse than a peer that never sends, and its death still shows on the
+//! socket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::layout::{Bell, CLOSED_GONE, WAIT_FUTEX, WAIT_SOCKET};
+use crate::region::Region;
+use crate::sync::{fence, Ordering};
+
+/// This side's and the peer's bells in a region.
+#[derive(Debug, Clone)]
+pub(crate) struct Bells {
+    region: Arc<Region>,
+    me: usize,
+}
+
+impl Bells {
+    pub(crate) fn new(region: Arc<Region>, me: usize) -> Bells {
+        Bells { region, me }
+    }
+
+    /// The bell this side sleeps on.
+    pub(crate) fn mine(&self) -> &Bell {
+        &self.region.ctl().bells[self.me].0
+    }
+
+    /// The bell the peer sleeps on.
+    pub(crate) fn peer(&self) -> &Bell {
+        &self.region.ctl().bells[1 - self.me].0
+    }
+
+    /// Announces that this side is about to sleep on `how`
+    /// ([`WAIT_FUTEX`] or [`WAIT_SOCKET`]); returns the sequence number to
+    /// sleep on. The caller must re-check its condition afterwards and sleep
+    /// only if it still does not hold.
+    pub(crate) fn prepare_sleep(&self, how: u32) -> u32 {
+        let bell = self.mine();
+        // Read the sequence number before announcing: a wake-up that consumes
+        // this announcement bumps `seq` after our read, so the sleep that
+        // follows returns at once instead of waiting for a wake-up that the
+        // cleared announcement will never get.
+        // SYNC POINT with the Release `seq` increment in `ring_peer`: a wake-up
+        // we read here published its data before it.
+        let seq = bell.seq.load(Ordering::Acquire);
+        bell.waiting.fetch_or(how, Ordering::SeqCst);
+        // SYNC POINT with the fence in `ring_peer`: either the peer's load of
+        // `waiting` sees our announcement, or our re-check after this fence
+        // sees what the peer published before its fence.
+        fence(Ordering::SeqCst);
+        seq
+    }
+
+    /// After publishing data or freeing space: wakes the peer if it sleeps.
+    /// Returns which doorbells to ring (the futex is rung here; the caller
+    /// sends the socket byte, if [`WAIT_SOCKET`] is set).
+    #[must_use]
+    pub(crate) fn ring_peer(&self) -> u32 {
+        // SYNC POINT with the fence in `prepare_sleep` (see there).
+        fence(Ordering::SeqCst);
+        let bell = self.peer();
+        if bell.waiting.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        let how = bell.waiting.swap(0, Ordering::AcqRel);
+        if how == 0 {
+            return 0;
+        }
+        // SYNC POINT with the Acquire `seq` load in `prepare_sleep`.
+        bell.seq.fetch_add(1, Ordering::Release);
+        if how & WAIT_FUTEX != 0 {
+            futex::wake(bell);
+        }
+        how & WAIT_SOCKET
+    }
+
+    /// Wakes this side's own sleepers (to stop a waiting thread).
+    #[allow(dead_code)]
+    pub(crate) fn ring_self(&self) {
+        let bell = self.mine();
+        bell.seq.fetch_add(1, Ordering::Release);
+        futex::wake(bell);
+    }
+
+    /// Sleeps on this side's futex while its sequence number is `seq`, at most
+    /// `timeout`. Returns `true` when the timeout expired.
+    pub(crate) fn sleep(&self, seq: u32, timeout: Option<Duration>) -> bool {
+        futex::wait(self.mine(), seq, timeout)
+    }
+
+    /// Marks this side closed (`CLOSED_WRITE` or `CLOSED_GONE`); the caller
+    /// then rings the peer.
+    pub(crate) fn close(&self, how: u32) {
+        // SYNC POINT with the Acquire load in `peer_closed`: every record we
+        // published before closing is visible to the peer once it sees this.
+        self.mine().closed.fetch_or(how, Ordering::Release);
+    }
+
+    /// The peer's closed bits.
+    pub(crate) fn peer_closed(&self) -> u32 {
+        // SYNC POINT with the Release in `close`.
+        self.peer().closed.load(Ordering::Acquire)
+    }
+
+    /// Whether the peer has dropped the connection.
+    pub(crate) fn peer_gone(&self) -> bool {
+        self.peer_closed() & CLOSED_GONE != 0
+    }
+}
+
+/// The futex on `Bell::seq`: shared (not process-private), since the other
+/// process waits on the same physical page.
+#[cfg(all(target_os = "linux", not(loom)))]
+mod futex {
+    use std::time::Duration;
+
+    use rustix::thread::futex;
+
+    use crate::layout::Bell;
+
+    pub(super) fn wait(bell: &Bell, seq: u32, timeout: Option<Duration>) -> bool {
+        let ts = timeout.map(|d| rustix::time::Timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: d.subsec_nanos().into(),
+        });
+        // EAGAIN (seq already moved), EINTR and ETIMEDOUT all mean "re-check".
+        matches!(
+            futex::wait(&bell.seq, futex::Flags::empty(), seq, ts.as_ref()),
+            Err(rustix::io::Errno::TIMEDOUT)
+        )
+    }
+
+    pub(super) fn wake(bell: &Bell) {
+        let _ = futex::wake(&bell.seq, futex::Flags::empty(), u32::MAX);
+    }
+}
+
+/// No futex outside Linux: sleepers wait on the socket (or a short timed
+/// sleep), so a wake-up here has nothing to do.
+#[cfg(all(not(target_os = "linux"), not(loom)))]
+mod futex {
+    use std::time::Duration;
+
+    use crate::layout::Bell;
+
+    pub(super) fn wait(_bell: &Bell, _seq: u32, timeout: Option<Duration>) -> bool {
+        let nap = Duration::from_millis(1);
+        std::thread::sleep(timeout.map_or(nap, |t| t.min(nap)));
+        true
+    }
+
+    pub(super) fn wake(_bell: &Bell) {}
+}
+
+/// The futex modelled for loom with a mutex and condition variable: `wait`
+/// blocks while `seq` equals the expected value, `wake` wakes every waiter.
+#[cfg(loom)]
+mod futex {
+    use std::time::Duration;
+
+    use crate::layout::Bell;
+    use crate::sync::Ordering;
+
+    pub(super) fn wait(bell: &Bell, seq: u32, _timeout: Option<Duration>) -> bool {
+        let mut guard = bell.park.0.lock().unwrap();
+        while bell.seq.load(Ordering::SeqCst) == seq {
+            guard = bell.park.1.wait(guard).unwrap();
+        }
+        false
+    }
+
+    pub(super) fn wake(bell: &Bell) {
+        let _guard = bell.park.0.lock().unwrap();
+        bell.park.1.notify_all();
+    }
+}

@@ -1,0 +1,405 @@
+//! The message-level API: whole messages, zero-copy reads, blocking calls
+//! that spin and then sleep, usable from any thread without a runtime.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use ipc_core::{Error, PeerInfo, Result};
+
+use crate::layout::{CLOSED_GONE, CLOSED_WRITE};
+use crate::link::Link;
+use crate::ring::{Assembly, Consumer, Producer, Record, Recv};
+
+/// A shared-memory connection carrying whole messages.
+///
+/// [`send`](Self::send) copies a message into the ring (in pieces when it is
+/// larger than half the ring); [`recv`](Self::recv) returns a [`Message`]
+/// that borrows the ring when the message is contiguous in it (every message
+/// up to half the ring size), so reading costs no copy. Both spin for the
+/// configured time and then sleep on the doorbell; both return
+/// [`Error::Disconnected`] once the peer is gone (after every message it sent
+/// has been received).
+///
+/// Obtain one with [`crate::ShmListener::accept_connection`] or
+/// [`ShmConnection::connect`]; split it with [`into_split`](Self::into_split)
+/// to send and receive on different threads.
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn main() -> ipc_core::Result<()> {
+/// let addr = "shm:echo".parse()?;
+/// let mut conn = ipc_shm::ShmConnection::connect(&addr, &ipc_shm::ShmOptions::default())?;
+/// conn.send(b"ping")?;
+/// let reply = conn.recv()?;
+/// assert_eq!(&*reply, b"ping");
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct ShmConnection {
+    tx: ShmSender,
+    rx: ShmReceiver,
+}
+
+/// The sending half of a [`ShmConnection`].
+#[derive(Debug)]
+pub struct ShmSender {
+    prod: Producer,
+    link: Arc<Link>,
+    max_message: usize,
+}
+
+/// The receiving half of a [`ShmConnection`].
+#[derive(Debug)]
+pub struct ShmReceiver {
+    cons: Consumer,
+    asm: Assembly,
+    link: Arc<Link>,
+    max_message: usize,
+    peer: PeerInfo,
+}
+
+impl ShmConnection {
+    pub(crate) fn from_parts(
+        prod: Producer,
+        cons: Consumer,
+        link: Arc<Link>,
+        max_message: usize,
+        peer: PeerInfo,
+    ) -> ShmConnection {
+        ShmConnection {
+            tx: ShmSender {
+                prod,
+                link: link.clone(),
+                max_message,
+            },
+            rx: ShmReceiver {
+                cons,
+                asm: Assembly::default(),
+                link,
+                max_message,
+                peer,
+            },
+        }
+    }
+
+    /// Sends one message, blocking while the ring is full.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Disconnected`] when the peer is gone; [`Error::FrameTooLarge`]
+    /// above the configured maximum; [`Error::Corrupt`] when the peer broke
+    /// the ring.
+    pub fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.tx.send(msg)
+    }
+
+    /// Receives the next message, blocking until one arrives.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Disconnected`] when the peer is gone and every message it
+    /// sent has been received; [`Error::FrameTooLarge`] when the peer sent a
+    /// message above the configured maximum; [`Error::Corrupt`] when the peer
+    /// broke the ring. After an error other than `Disconnected`, drop the
+    /// connection.
+    pub fn recv(&mut self) -> Result<Message<'_>> {
+        self.rx.recv()
+    }
+
+    /// Receives a message if one is complete, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    pub fn try_recv(&mut self) -> Result<Option<Message<'_>>> {
+        self.rx.try_recv()
+    }
+
+    /// The identity of the process on the other end.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.rx.peer
+    }
+
+    /// Splits into a sender and a receiver for use on two threads.
+    pub fn into_split(self) -> (ShmSender, ShmReceiver) {
+        (self.tx, self.rx)
+    }
+}
+
+impl ShmSender {
+    /// Sends one message, blocking while the ring is full. See
+    /// [`ShmConnection::send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ShmConnection::send`].
+    pub fn send(&mut self, msg: &[u8]) -> Result<()> {
+        let max = self.max_message;
+        if msg.len() > max {
+            return Err(Error::FrameTooLarge {
+                len: msg.len(),
+                max,
+            });
+        }
+        let mut sent = 0;
+        let prod = &mut self.prod;
+        let link = &*self.link;
+        link.wait_until(|gone| {
+            if gone || link.bells.peer_closed() & CLOSED_GONE != 0 {
+                return Err(Error::Disconnected);
+            }
+            let before = sent;
+            let done = prod.try_send_message(msg, &mut sent)?;
+            if sent != before || done {
+                link.notify();
+            }
+            Ok(done.then_some(()))
+        })
+    }
+
+    /// Stops sending: the peer receives what was sent, then
+    /// [`Error::Disconnected`]. Also done on drop.
+    pub fn close(&mut self) {
+        self.link.bells.close(CLOSED_WRITE);
+        self.link.notify();
+    }
+}
+
+impl Drop for ShmSender {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl ShmReceiver {
+    /// Receives the next message. See [`ShmConnection::recv`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ShmConnection::recv`].
+    pub fn recv(&mut self) -> Result<Message<'_>> {
+        let cons = &mut self.cons;
+        let asm = &mut self.asm;
+        let link = &*self.link;
+        let max = self.max_message;
+        let got = link.wait_until(|gone| step(cons, asm, link, max, gone))?;
+        Ok(self.wrap(got))
+    }
+
+    /// Receives a message if one is complete, without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`ShmConnection::recv`].
+    pub fn try_recv(&mut self) -> Result<Option<Message<'_>>> {
+        let gone = self.link.gone();
+        let got = step(
+            &mut self.cons,
+            &mut self.asm,
+            &self.link,
+            self.max_message,
+            gone,
+        )?;
+        Ok(got.map(|g| self.wrap(g)))
+    }
+
+    fn wrap(&mut self, got: Got) -> Message<'_> {
+        match got {
+            Got::Borrowed(rec) => Message {
+                inner: Inner::Borrowed { rx: self, rec },
+            },
+            Got::Owned(v) => Message {
+                inner: Inner::Owned(v),
+            },
+        }
+    }
+
+    /// The identity of the process on the other end.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.peer
+    }
+}
+
+impl Drop for ShmReceiver {
+    fn drop(&mut self) {
+        self.link.bells.close(CLOSED_GONE);
+        self.link.notify();
+    }
+}
+
+enum Got {
+    Borrowed(Record),
+    Owned(Vec<u8>),
+}
+
+fn step(
+    cons: &mut Consumer,
+    asm: &mut Assembly,
+    link: &Link,
+    max: usize,
+    gone: bool,
+) -> Result<Option<Got>> {
+    // Read the peer's closed flag before looking at the ring: records it
+    // published before closing are then visible.
+    let closed = gone || link.bells.peer_closed() != 0;
+    match cons.try_recv(asm, max) {
+        Ok(Recv::Empty) => {
+            // Pieces of a large message free space as they are copied.
+            link.notify();
+            if closed {
+                Err(Error::Disconnected)
+            } else {
+                Ok(None)
+            }
+        }
+        Ok(Recv::Borrowed(rec)) => Ok(Some(Got::Borrowed(rec))),
+        Ok(Recv::Owned(v)) => {
+            link.notify();
+            Ok(Some(Got::Owned(v)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A received message. When the message was contiguous in the ring, it
+/// borrows the ring: the space is released to the sender when this is
+/// dropped, so drop it promptly.
+pub struct Message<'a> {
+    inner: Inner<'a>,
+}
+
+enum Inner<'a> {
+    Borrowed { rx: &'a mut ShmReceiver, rec: Record },
+    Owned(Vec<u8>),
+}
+
+impl Message<'_> {
+    /// Whether the bytes are read in place from shared memory.
+    pub fn is_borrowed(&self) -> bool {
+        matches!(self.inner, Inner::Borrowed { .. })
+    }
+}
+
+impl Deref for Message<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.inner {
+            // SAFETY: `rec` is the last record peeked by this receiver and is
+            // released only in our Drop; the receiver is mutably borrowed for
+            // our lifetime, so nothing else can release or peek meanwhile.
+            Inner::Borrowed { rx, rec } => unsafe { rx.cons.payload(rec, 0, rec.len) },
+            Inner::Owned(v) => v,
+        }
+    }
+}
+
+impl AsRef<[u8]> for Message<'_> {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Drop for Message<'_> {
+    fn drop(&mut self) {
+        if let Inner::Borrowed { rx, rec } = &mut self.inner {
+            rx.cons.release(rec.advance);
+            rx.link.notify();
+        }
+    }
+}
+
+impl fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("len", &self.len())
+            .field("borrowed", &self.is_borrowed())
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::layout::{CLIENT, MIN_RING_CAPACITY, SERVER};
+    use crate::link::WaitPolicy;
+    use crate::region::Region;
+    use std::time::Duration;
+
+    /// Two connected ends over a heap region, no socket.
+    pub(crate) fn heap_pair(cap: usize) -> (ShmConnection, ShmConnection) {
+        let region = Arc::new(Region::heap(cap));
+        let policy = WaitPolicy {
+            spin: Duration::from_micros(5),
+            liveness: Duration::from_millis(20),
+        };
+        let end = |me: usize| {
+            let link = Arc::new(Link {
+                bells: crate::bell::Bells::new(region.clone(), me),
+                sock: None,
+                policy,
+                hung_up: Default::default(),
+            });
+            ShmConnection::from_parts(
+                Producer::new(region.clone(), me),
+                Consumer::new(region.clone(), 1 - me),
+                link,
+                usize::MAX,
+                PeerInfo::default(),
+            )
+        };
+        (end(CLIENT), end(SERVER))
+    }
+
+    #[test]
+    fn ping_pong_across_threads_with_sleeping() {
+        let (mut a, mut b) = heap_pair(MIN_RING_CAPACITY);
+        let n = if cfg!(miri) { 20 } else { 2000 };
+        let t = std::thread::spawn(move || {
+            for _ in 0..n {
+                let m = b.recv().unwrap().to_vec();
+                b.send(&m).unwrap();
+            }
+        });
+        for i in 0..n {
+            let msg = vec![i as u8; i % 3000];
+            a.send(&msg).unwrap();
+            let r = a.recv().unwrap();
+            assert_eq!(&*r, &msg[..]);
+        }
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn closed_peer_is_disconnected_after_draining() {
+        let (mut a, b) = heap_pair(MIN_RING_CAPACITY);
+        let (mut tx, rx) = b.into_split();
+        tx.send(b"last words").unwrap();
+        drop(tx);
+        drop(rx);
+        assert_eq!(&*a.recv().unwrap(), b"last words");
+        assert!(matches!(a.recv(), Err(Error::Disconnected)));
+        assert!(matches!(a.send(b"x"), Err(Error::Disconnected)));
+    }
+
+    #[test]
+    fn large_messages_stream_through_a_small_ring() {
+        let (a, mut b) = heap_pair(MIN_RING_CAPACITY);
+        let (mut tx, _rx) = a.into_split();
+        let sizes = [100_000usize, 3, 50_000, 0, 4096];
+        let t = std::thread::spawn(move || {
+            for (i, &n) in sizes.iter().enumerate() {
+                tx.send(&vec![i as u8; n]).unwrap();
+            }
+        });
+        for (i, &n) in sizes.iter().enumerate() {
+            let m = b.recv().unwrap();
+            assert_eq!(m.len(), n);
+            assert!(m.iter().all(|&x| x == i as u8));
+        }
+        t.join().unwrap();
+    }
+}
