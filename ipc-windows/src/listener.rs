@@ -15,6 +15,10 @@ use crate::transport::{current_user, pipe_path, PipeTransport};
 /// Default size of each pipe instance's input and output buffers.
 pub const DEFAULT_BUFFER_SIZE: u32 = 64 * 1024;
 
+/// Default number of instances waiting for clients: the backlog of
+/// connections that can be made before [`PipeListener::accept`] is called.
+pub const DEFAULT_BACKLOG: usize = 8;
+
 /// How a [`PipeListener`] creates its pipe. The default is secure: owner-only
 /// access and remote clients rejected.
 ///
@@ -34,6 +38,7 @@ pub struct PipeOptions {
     access: PipeAccess,
     reject_remote_clients: bool,
     buffer_size: u32,
+    backlog: usize,
 }
 
 impl Default for PipeOptions {
@@ -42,6 +47,7 @@ impl Default for PipeOptions {
             access: PipeAccess::OwnerOnly,
             reject_remote_clients: true,
             buffer_size: DEFAULT_BUFFER_SIZE,
+            backlog: DEFAULT_BACKLOG,
         }
     }
 }
@@ -71,10 +77,19 @@ impl PipeOptions {
         self
     }
 
+    /// How many instances wait for clients at once (at least 1): clients
+    /// beyond that before the next `accept` find the pipe busy and retry.
+    pub fn backlog(mut self, instances: usize) -> Self {
+        self.backlog = instances.max(1);
+        self
+    }
+
     /// The tokio options for instances after the first.
     pub(crate) fn server_options(&self) -> ServerOptions {
         let mut o = ServerOptions::new();
-        o.pipe_mode(PipeMode::Byte)
+        // Message mode carries the zero-length message that stands for
+        // end-of-stream (half-close); reads still see a byte stream.
+        o.pipe_mode(PipeMode::Message)
             .reject_remote_clients(self.reject_remote_clients)
             .in_buffer_size(self.buffer_size)
             .out_buffer_size(self.buffer_size);
@@ -89,8 +104,9 @@ impl PipeOptions {
 /// clients send), binding fails with [`Error::AddressInUse`] instead of
 /// silently sharing it. Every instance carries the security descriptor of
 /// [`PipeOptions`] (owner-only by default) and rejects remote clients.
-/// One instance always waits for the next client: a new one is created
-/// before an accepted connection is handed out.
+/// A backlog of instances ([`PipeOptions::backlog`]) always waits for
+/// clients: a replacement is created before an accepted connection is handed
+/// out, so clients do not find the pipe busy.
 ///
 /// The pipe disappears when the listener and every accepted connection are
 /// closed; there is no file to clean up.
@@ -100,7 +116,9 @@ pub struct PipeListener {
     options: ServerOptions,
     descriptor: SecurityDescriptor,
     me: &'static Sid,
-    next: Option<NamedPipeServer>,
+    backlog: usize,
+    /// Instances waiting for (or holding, not yet accepted) a client.
+    waiting: Vec<NamedPipeServer>,
     closed: bool,
 }
 
@@ -109,6 +127,7 @@ impl fmt::Debug for PipeListener {
         f.debug_struct("PipeListener")
             .field("path", &self.path)
             .field("descriptor", &self.descriptor.sddl())
+            .field("waiting", &self.waiting.len())
             .field("closed", &self.closed)
             .finish()
     }
@@ -174,15 +193,18 @@ impl PipeListener {
             Err(e) => return Err(Error::io(format!("checking {path} is ours alone"), e)),
         }
         tracing::debug!(pipe = %path, sddl = %sddl, "listening");
-        Ok(PipeListener {
+        let mut listener = PipeListener {
             addr: addr.clone(),
             path,
             options: server_options,
             descriptor,
             me,
-            next: Some(server),
+            backlog: options.backlog,
+            waiting: vec![server],
             closed: false,
-        })
+        };
+        listener.refill()?;
+        Ok(listener)
     }
 
     /// The Windows path of the pipe, `\\.\pipe\<name>`.
@@ -196,7 +218,7 @@ impl PipeListener {
     ///
     /// When the listener is closed, or the OS refuses the query.
     pub fn dacl(&self) -> Result<String> {
-        let server = self.next.as_ref().ok_or(Error::Shutdown)?;
+        let server = self.waiting.first().ok_or(Error::Shutdown)?;
         sys::object_dacl_sddl(server)
             .map_err(|e| Error::io(format!("reading the security of {}", self.path), e))
     }
@@ -219,46 +241,52 @@ impl PipeListener {
     /// Cancel safe: a client that connects while the future is dropped is
     /// returned by the next call.
     pub async fn accept(&mut self) -> Result<PipeTransport> {
-        if self.closed {
-            return Err(Error::Shutdown);
-        }
-        if self.next.is_none() {
-            self.next = Some(self.new_instance()?);
-        }
-        let server = self.next.as_mut().expect("instance created above");
         loop {
-            match server.connect().await {
-                Ok(()) => break,
-                // The client connected and left before we looked: reuse the instance.
-                Err(e) if e.raw_os_error() == Some(ERROR_NO_DATA as i32) => {
-                    server
-                        .disconnect()
-                        .map_err(|e| Error::io(format!("resetting {}", self.path), e))?;
-                }
+            if self.closed {
+                return Err(Error::Shutdown);
+            }
+            self.refill()?;
+            // Whichever waiting instance a client reached first. Each
+            // `connect` is cancel safe, and a client that reaches an instance
+            // while no accept runs is found by the next one.
+            let (result, index) = {
+                let connects = self.waiting.iter().map(|s| Box::pin(s.connect()));
+                let (result, index, _others) = futures::future::select_all(connects).await;
+                (result, index)
+            };
+            let connected = self.waiting.swap_remove(index);
+            match result {
+                Ok(()) => {}
+                // The client connected and left before we looked: replace the instance.
+                Err(e) if e.raw_os_error() == Some(ERROR_NO_DATA as i32) => continue,
                 Err(e) => return Err(Error::io(format!("accepting on {}", self.path), e)),
             }
-        }
-        // The next instance waits before this one is handed out, so clients do
-        // not find the pipe busy. If it cannot be made now, the next accept
-        // retries and reports the error.
-        let next = match self.new_instance() {
-            Ok(next) => Some(next),
-            Err(e) => {
+            // Replacements wait before this connection is handed out, so
+            // clients do not find the pipe busy. If one cannot be made now,
+            // the next accept retries and reports the error.
+            if let Err(e) = self.refill() {
                 tracing::warn!(pipe = %self.path, error = %e, "creating the next pipe instance failed");
-                None
             }
-        };
-        let connected = std::mem::replace(&mut self.next, next).expect("instance present");
-        let peer = client_peer(&connected, self.me);
-        tracing::debug!(pipe = %self.path, %peer, "accepted");
-        Ok(PipeTransport::from_server(connected, peer))
+            let peer = client_peer(&connected, self.me);
+            tracing::debug!(pipe = %self.path, %peer, "accepted");
+            return Ok(PipeTransport::from_server(connected, peer));
+        }
     }
 
-    /// Stops listening: the waiting instance is closed, so new clients find
-    /// no server. Accepted connections are unaffected. Idempotent.
+    /// Creates instances until `backlog` wait for clients.
+    fn refill(&mut self) -> Result<()> {
+        while self.waiting.len() < self.backlog {
+            let instance = self.new_instance()?;
+            self.waiting.push(instance);
+        }
+        Ok(())
+    }
+
+    /// Stops listening: the waiting instances are closed, so new clients
+    /// find no server. Accepted connections are unaffected. Idempotent.
     pub fn close(&mut self) {
         self.closed = true;
-        self.next = None;
+        self.waiting.clear();
     }
 }
 
@@ -313,11 +341,13 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_owner_only_byte_mode() {
+    fn defaults_are_owner_only_message_mode() {
         let d = PipeOptions::default();
         assert_eq!(d.access, PipeAccess::OwnerOnly);
+        assert_eq!(d.backlog, DEFAULT_BACKLOG);
+        assert_eq!(PipeOptions::new().backlog(0).backlog, 1);
         let o = format!("{:?}", d.server_options());
-        assert!(o.contains("pipe_mode: Byte"), "{o}");
+        assert!(o.contains("pipe_mode: Message"), "{o}");
         assert!(o.contains("first_pipe_instance: false"), "{o}");
     }
 }

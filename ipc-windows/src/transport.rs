@@ -3,14 +3,16 @@
 use std::fmt;
 use std::io;
 use std::pin::Pin;
-use std::sync::OnceLock;
-use std::task::{Context, Poll};
+use std::sync::{Arc, OnceLock};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use ipc_core::{Address, Error, PeerInfo, Result, Transport};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::windows::named_pipe::{ClientOptions, NamedPipeClient, NamedPipeServer};
-use windows_sys::Win32::Foundation::{ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_PIPE_BUSY};
+use tokio::net::windows::named_pipe::{ClientOptions, NamedPipeClient, NamedPipeServer, PipeMode};
+use windows_sys::Win32::Foundation::{
+    ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_INVALID_PARAMETER, ERROR_PIPE_BUSY,
+};
 
 use crate::sys::{self, Sid};
 
@@ -49,31 +51,101 @@ pub fn pipe_path(addr: &Address) -> Result<String> {
     }
 }
 
+/// Either end of a pipe, shared with the task that may finish a shutdown.
+#[derive(Clone)]
 enum Inner {
-    Server(NamedPipeServer),
-    Client(NamedPipeClient),
+    Server(Arc<NamedPipeServer>),
+    Client(Arc<NamedPipeClient>),
+}
+
+macro_rules! on_pipe {
+    ($inner:expr, $pipe:ident => $e:expr) => {
+        match $inner {
+            Inner::Server($pipe) => $e,
+            Inner::Client($pipe) => $e,
+        }
+    };
+}
+
+impl Inner {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        on_pipe!(self, p => p.poll_read_ready(cx))
+    }
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        on_pipe!(self, p => p.try_read(buf))
+    }
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        on_pipe!(self, p => p.poll_write_ready(cx))
+    }
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        on_pipe!(self, p => p.try_write(buf))
+    }
+    fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        on_pipe!(self, p => p.try_write_vectored(bufs))
+    }
+    async fn writable(&self) -> io::Result<()> {
+        on_pipe!(self, p => p.writable().await)
+    }
+
+    /// Sends the end-of-stream marker, a zero-length message, once earlier
+    /// writes have gone out.
+    async fn send_eof(self) {
+        loop {
+            if self.writable().await.is_err() {
+                return;
+            }
+            match self.try_write(&[]) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                _ => return,
+            }
+        }
+    }
 }
 
 /// A connected named pipe, from [`crate::PipeListener::accept`] or [`connect`].
 ///
-/// Named pipes have no half-close: `poll_shutdown` flushes, and the peer reads
-/// end-of-stream only once this transport is dropped.
+/// A byte stream, like a socket. Named pipes have no half-close of their own:
+/// the pipe runs in message mode and `poll_shutdown` sends a zero-length
+/// message, which the peer's transport reads as end-of-stream (and keeps
+/// reading as such) while it can still write back. Writes after shutdown
+/// fail; an empty write sends nothing.
 pub struct PipeTransport {
     inner: Inner,
     peer: PeerInfo,
+    read_eof: bool,
+    write_shut: bool,
+    /// Sends the end-of-stream marker behind a write still in flight.
+    eof_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl PipeTransport {
-    pub(crate) fn from_server(server: NamedPipeServer, peer: PeerInfo) -> Self {
+    fn new(inner: Inner, peer: PeerInfo) -> Self {
         PipeTransport {
-            inner: Inner::Server(server),
+            inner,
             peer,
+            read_eof: false,
+            write_shut: false,
+            eof_task: None,
         }
+    }
+
+    pub(crate) fn from_server(server: NamedPipeServer, peer: PeerInfo) -> Self {
+        Self::new(Inner::Server(Arc::new(server)), peer)
     }
 
     /// The identity of the process on the other end.
     pub fn peer_info(&self) -> &PeerInfo {
         &self.peer
+    }
+}
+
+impl Drop for PipeTransport {
+    fn drop(&mut self) {
+        // Closing the pipe ends the stream anyway; the handle must not
+        // outlive the transport.
+        if let Some(task) = self.eof_task.take() {
+            task.abort();
+        }
     }
 }
 
@@ -86,17 +158,17 @@ impl fmt::Debug for PipeTransport {
         f.debug_struct("PipeTransport")
             .field("side", &side)
             .field("peer", &self.peer)
+            .field("read_eof", &self.read_eof)
+            .field("write_shut", &self.write_shut)
             .finish()
     }
 }
 
-macro_rules! delegate {
-    ($self:ident, $pipe:ident => $e:expr) => {
-        match &mut $self.get_mut().inner {
-            Inner::Server($pipe) => $e,
-            Inner::Client($pipe) => $e,
-        }
-    };
+fn write_after_shutdown() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "write after shutdown: this side of the pipe was closed for writing",
+    )
 }
 
 impl AsyncRead for PipeTransport {
@@ -105,7 +177,27 @@ impl AsyncRead for PipeTransport {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        delegate!(self, p => Pin::new(p).poll_read(cx, buf))
+        let this = self.get_mut();
+        if this.read_eof || buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            ready!(this.inner.poll_read_ready(cx))?;
+            match this.inner.try_read(buf.initialize_unfilled()) {
+                // Zero bytes: the peer's end-of-stream message, or the pipe
+                // closed. Either way nothing more comes.
+                Ok(0) => {
+                    this.read_eof = true;
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
     }
 }
 
@@ -115,7 +207,21 @@ impl AsyncWrite for PipeTransport {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        delegate!(self, p => Pin::new(p).poll_write(cx, buf))
+        let this = self.get_mut();
+        if this.write_shut {
+            return Poll::Ready(Err(write_after_shutdown()));
+        }
+        // An empty message would read as end-of-stream on the other side.
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        loop {
+            ready!(this.inner.poll_write_ready(cx))?;
+            match this.inner.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return Poll::Ready(other),
+            }
+        }
     }
 
     fn poll_write_vectored(
@@ -123,22 +229,48 @@ impl AsyncWrite for PipeTransport {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        delegate!(self, p => Pin::new(p).poll_write_vectored(cx, bufs))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match &self.inner {
-            Inner::Server(p) => p.is_write_vectored(),
-            Inner::Client(p) => p.is_write_vectored(),
+        let this = self.get_mut();
+        if this.write_shut {
+            return Poll::Ready(Err(write_after_shutdown()));
+        }
+        if bufs.iter().all(|b| b.is_empty()) {
+            return Poll::Ready(Ok(0));
+        }
+        loop {
+            ready!(this.inner.poll_write_ready(cx))?;
+            match this.inner.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return Poll::Ready(other),
+            }
         }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, p => Pin::new(p).poll_flush(cx))
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, p => Pin::new(p).poll_shutdown(cx))
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Writes are handed to the OS as they are made; closing the handle
+        // does not cancel them.
+        Poll::Ready(Ok(()))
+    }
+
+    /// Sends the end-of-stream marker: now if no write is in flight, else
+    /// from a task once it is, so shutdown never waits for the peer to read.
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.write_shut {
+            return Poll::Ready(Ok(()));
+        }
+        this.write_shut = true;
+        match this.inner.try_write(&[]) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                this.eof_task = Some(tokio::spawn(this.inner.clone().send_eof()));
+                Poll::Ready(Ok(()))
+            }
+            Err(e) => Poll::Ready(Err(e)),
+            Ok(_) => Poll::Ready(Ok(())),
+        }
     }
 }
 
@@ -212,7 +344,7 @@ pub async fn connect_with(addr: &Address, options: &ConnectOptions) -> Result<Pi
     let client = loop {
         // The default impersonation level is SECURITY_IDENTIFICATION: the
         // server may learn who we are but not act as us.
-        match ClientOptions::new().open(&path) {
+        match open(&path) {
             Ok(client) => break client,
             Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) => {
                 let now = Instant::now();
@@ -233,10 +365,19 @@ pub async fn connect_with(addr: &Address, options: &ConnectOptions) -> Result<Pi
         }
     };
     let peer = server_peer(&client, me);
-    Ok(PipeTransport {
-        inner: Inner::Client(client),
-        peer,
-    })
+    Ok(PipeTransport::new(Inner::Client(Arc::new(client)), peer))
+}
+
+/// Opens the pipe reading in message mode (which carries the end-of-stream
+/// message of our servers), or in byte mode for a byte-type pipe of another
+/// server.
+fn open(path: &str) -> io::Result<NamedPipeClient> {
+    match ClientOptions::new().pipe_mode(PipeMode::Message).open(path) {
+        Err(e) if e.raw_os_error() == Some(ERROR_INVALID_PARAMETER as i32) => {
+            ClientOptions::new().open(path)
+        }
+        other => other,
+    }
 }
 
 fn open_error(path: &str, e: io::Error) -> Error {

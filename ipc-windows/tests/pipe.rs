@@ -181,7 +181,7 @@ async fn local_addresses_are_pipes() {
 #[tokio::test]
 async fn busy_pipe_retries_then_fails_clearly() {
     let addr = unique("busy");
-    let mut listener = PipeListener::bind(&addr).unwrap();
+    let mut listener = PipeListener::bind_with(&addr, &PipeOptions::new().backlog(1)).unwrap();
     // The only waiting instance is taken and not yet accepted.
     let _first = within(connect(&addr)).await.unwrap();
     let quick = ConnectOptions::new().busy_timeout(Duration::from_millis(200));
