@@ -529,7 +529,24 @@ mod tests {
         ]
     }
 
+    /// Under Miri every case is interpreted (thousands of times slower), so
+    /// a few cases run there, and nothing is persisted (Miri isolates the
+    /// file system).
+    fn config() -> ProptestConfig {
+        if cfg!(miri) {
+            ProptestConfig {
+                cases: 4,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        } else {
+            ProptestConfig::default()
+        }
+    }
+
     proptest! {
+        #![proptest_config(config())]
+
         #[test]
         fn any_split_decodes_the_same_length_frames(
             msgs in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 0..12),

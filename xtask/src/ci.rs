@@ -2,15 +2,17 @@
 //!
 //! Steps: `fmt` (rustfmt check), `clippy` (`-D warnings`), `test` (unit and
 //! integration tests; cargo-nextest when installed), `doc` (doc tests),
-//! `cross` (the cross-target script, Linux only). Every step runs even when
-//! an earlier one failed (unless `--fail-fast`), so one run reports all
-//! problems.
+//! `miri` (the decoder and parser unit tests under Miri, when the nightly
+//! miri component is installed), `fuzz` (a short pass of every fuzz target,
+//! Linux with a nightly toolchain), `cross` (the cross-target script, Linux
+//! only). Every step runs even when an earlier one failed (unless
+//! `--fail-fast`), so one run reports all problems.
 
 use std::fmt::Write as _;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use crate::{cargo, cross, project_root};
+use crate::{cargo, cross, fuzz, project_root};
 
 /// Feature selection for clippy and the tests. Every platform crate compiles
 /// (to an empty crate where its OS is absent) with every feature on every OS,
@@ -178,7 +180,7 @@ fn summary(steps: &[Step], total: Duration) -> String {
 }
 
 /// The steps, in order.
-const STEPS: &[&str] = &["fmt", "clippy", "test", "doc", "cross"];
+const STEPS: &[&str] = &["fmt", "clippy", "test", "doc", "miri", "fuzz", "cross"];
 
 fn step(name: &'static str, flags: &Flags, nextest: bool) -> Step {
     match name {
@@ -209,6 +211,15 @@ fn step(name: &'static str, flags: &Flags, nextest: bool) -> Step {
             name,
             cargo_cmd(&with_features(&["test", "--workspace", "--doc"], &[])),
         ),
+        "miri" | "fuzz" if flags.quick => skipped(name, "--quick"),
+        "miri" => match fuzz::miri_command() {
+            Ok(cmd) => run_step(name, cmd),
+            Err(why) => skipped(name, why),
+        },
+        "fuzz" => match fuzz::ci_fuzz_command() {
+            Ok(cmd) => run_step(name, cmd),
+            Err(why) => skipped(name, why),
+        },
         "cross" if flags.quick => skipped(name, "--quick"),
         "cross" if flags.skip_cross => skipped(name, "--skip-cross"),
         "cross" => match cross::locate() {
