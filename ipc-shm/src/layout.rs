@@ -47,7 +47,9 @@ pub struct Line<T>(pub T);
 #[repr(C)]
 #[derive(Debug)]
 pub struct Header {
+    /// [`MAGIC`].
     pub magic: AtomicU64,
+    /// [`VERSION`].
     pub version: AtomicU32,
     /// Capacity of each ring in bytes (a power of two).
     pub capacity: AtomicU32,
@@ -101,6 +103,7 @@ pub struct RingCtl {
 #[repr(C)]
 #[derive(Debug)]
 pub struct Control {
+    /// What the server wrote when it created the region.
     pub header: Line<Header>,
     /// `bells[CLIENT]`, `bells[SERVER]`.
     pub bells: [Line<Bell>; 2],

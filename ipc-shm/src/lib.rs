@@ -1,5 +1,43 @@
-//! Shared-memory transport: a pair of single-producer/single-consumer rings
-//! in one mapping, handed over an authenticated local socket.
+//! Shared-memory transport of the `ipc` workspace: a pair of
+//! single-producer/single-consumer rings in one mapping, handed over an
+//! authenticated local socket.
+//!
+//! - [`ShmListener`] binds `shm:name` (a local socket at `name`), checks each
+//!   client's credentials against its [`AuthPolicy`](ipc_core::AuthPolicy),
+//!   and hands the client a fresh region (a sealed memfd on Linux, an
+//!   unlinked `shm_open` object elsewhere) over `SCM_RIGHTS`. No name of the
+//!   region is ever visible to other processes.
+//! - [`ShmTransport`] is the async byte-stream [`Transport`](ipc_core::Transport),
+//!   so the JSON-RPC `Server` and `Client` work over `shm:` unchanged.
+//! - [`ShmConnection`] is the message API: whole messages, zero-copy reads
+//!   ([`Message`] borrows the ring until dropped), blocking calls that spin
+//!   for [`ShmOptions::spin`] and then sleep on a futex, for the lowest
+//!   latency without a runtime.
+//!
+//! The peer is untrusted: every index and length read from shared memory is
+//! checked before use, and a broken ring is [`Error::Corrupt`](ipc_core::Error::Corrupt).
+//! A peer that dies is seen through the socket's hang-up and reported as
+//! disconnected. Windows is not supported yet: the crate builds there with
+//! only its portable ring layout.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use ipc_shm::{ShmConnection, ShmListener, ShmOptions};
+//!
+//! # async fn run() -> ipc_core::Result<()> {
+//! let addr = "shm:demo".parse()?;
+//! let mut listener = ShmListener::bind(&addr)?;
+//! std::thread::spawn(move || {
+//!     let mut conn = ShmConnection::connect(&addr, &ShmOptions::new())?;
+//!     conn.send(b"hello")?;
+//!     Ok::<_, ipc_core::Error>(())
+//! });
+//! let mut conn = listener.accept_connection().await?;
+//! assert_eq!(&*conn.recv()?, b"hello");
+//! # Ok(())
+//! # }
+//! ```
 #![doc(test(attr(deny(warnings))))]
 #![warn(missing_docs)]
 
@@ -13,11 +51,23 @@ mod bell;
 #[cfg(unix)]
 mod blocking;
 #[cfg(unix)]
+mod handshake;
+#[cfg(unix)]
 mod link;
+#[cfg(unix)]
+mod map;
+#[cfg(unix)]
+mod options;
+#[cfg(unix)]
+mod transport;
 
 #[cfg(unix)]
 pub use blocking::{Message, ShmConnection, ShmReceiver, ShmSender};
+#[cfg(unix)]
+pub use options::{ShmOptions, DEFAULT_LIVENESS_CHECK, DEFAULT_SPIN};
 pub use region::Region;
+#[cfg(unix)]
+pub use transport::{ShmListener, ShmTransport};
 
 #[cfg(all(test, loom))]
 mod loom_model;

@@ -151,7 +151,15 @@ impl Producer {
         Ok(())
     }
 
+    /// Whether the consumer has released space since we last looked.
+    pub(crate) fn tail_moved(&mut self) -> Result<bool> {
+        let old = self.tail;
+        self.refresh_tail()?;
+        Ok(self.tail != old)
+    }
+
     /// Whether the consumer has released everything (re-reads the tail).
+    #[cfg(test)]
     pub(crate) fn is_drained(&mut self) -> Result<bool> {
         self.refresh_tail()?;
         Ok(self.tail == self.published)

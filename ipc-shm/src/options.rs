@@ -1,0 +1,107 @@
+//! Settings of a shared-memory endpoint.
+
+use std::time::Duration;
+
+use ipc_core::AuthPolicy;
+
+use crate::layout::DEFAULT_RING_CAPACITY;
+
+/// Settings of a shared-memory listener or connection.
+///
+/// ```
+/// use std::time::Duration;
+/// use ipc_shm::ShmOptions;
+///
+/// let opts = ShmOptions::new()
+///     .ring_capacity(4 << 20)
+///     .spin(Duration::from_micros(100))
+///     .async_spin(Duration::from_micros(20));
+/// assert_eq!(opts.get_ring_capacity(), 4 << 20);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ShmOptions {
+    pub(crate) ring_capacity: usize,
+    pub(crate) spin: Duration,
+    pub(crate) async_spin: Duration,
+    pub(crate) liveness: Duration,
+    pub(crate) max_message: usize,
+    pub(crate) auth: AuthPolicy,
+}
+
+/// Default spin before a blocking call sleeps: generous, because waking a
+/// sleeping peer costs tens of microseconds on a virtual machine, and a
+/// budget shorter than one wake-up keeps both sides sleeping.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
+/// Default interval at which a sleeper checks that the peer process lives.
+pub const DEFAULT_LIVENESS_CHECK: Duration = Duration::from_millis(20);
+
+impl Default for ShmOptions {
+    fn default() -> Self {
+        ShmOptions {
+            ring_capacity: DEFAULT_RING_CAPACITY,
+            spin: DEFAULT_SPIN,
+            async_spin: Duration::ZERO,
+            liveness: DEFAULT_LIVENESS_CHECK,
+            max_message: ipc_core::codec::DEFAULT_MAX_FRAME_LEN,
+            auth: AuthPolicy::default(),
+        }
+    }
+}
+
+impl ShmOptions {
+    /// The defaults: 1 MiB rings, 50 us spin for blocking calls, no spin in
+    /// async calls, same-user peers only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes per ring (each direction), a power of two between
+    /// [`crate::layout::MIN_RING_CAPACITY`] and
+    /// [`crate::layout::MAX_RING_CAPACITY`]. Set by the server; the client
+    /// uses what the server chose.
+    pub fn ring_capacity(mut self, bytes: usize) -> Self {
+        self.ring_capacity = bytes;
+        self
+    }
+
+    /// How long a blocking call spins before it sleeps on the doorbell.
+    pub fn spin(mut self, d: Duration) -> Self {
+        self.spin = d;
+        self
+    }
+
+    /// How long an async read or write spins inside `poll` before it waits
+    /// on the doorbell. Zero (the default) never holds a runtime thread;
+    /// a few microseconds cut the latency of request/response traffic to
+    /// that of the blocking API, at the cost of a busy runtime thread.
+    pub fn async_spin(mut self, d: Duration) -> Self {
+        self.async_spin = d;
+        self
+    }
+
+    /// How often a sleeping blocking call checks that the peer lives (a
+    /// killed peer is reported within about this time).
+    pub fn liveness_check(mut self, d: Duration) -> Self {
+        self.liveness = d.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Largest message of the message API, in either direction.
+    pub fn max_message_len(mut self, bytes: usize) -> Self {
+        self.max_message = bytes;
+        self
+    }
+
+    /// Who may connect (checked on the socket's peer credentials before
+    /// the region is handed over). Default: the same user.
+    pub fn auth(mut self, policy: AuthPolicy) -> Self {
+        self.auth = policy;
+        self
+    }
+
+    /// Bytes per ring.
+    pub fn get_ring_capacity(&self) -> usize {
+        self.ring_capacity
+    }
+}
