@@ -128,9 +128,15 @@ async fn call(address: &str) -> ipc::Result<()> {
 }
 
 fn demo() -> ipc::Result<()> {
+    // A private directory for the socket on Unix; a named pipe on Windows.
     let dir = std::env::temp_dir().join(format!("ipc-admin-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| ipc::Error::io("creating the demo directory", e))?;
-    let address = format!("unix:{}", dir.join("admin.sock").display());
+    let address = if cfg!(unix) {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ipc::Error::io("creating the demo directory", e))?;
+        format!("unix:{}", dir.join("admin.sock").display())
+    } else {
+        format!("local:ipc-admin-demo-{}", std::process::id())
+    };
     let exe = std::env::current_exe().map_err(|e| ipc::Error::io("finding this executable", e))?;
     let mut server = Command::new(exe)
         .args(["serve", &address])

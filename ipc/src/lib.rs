@@ -45,6 +45,9 @@ pub mod tcp;
 #[cfg(all(unix, feature = "unix"))]
 pub use ipc_unix as unix;
 
+#[cfg(all(windows, feature = "windows"))]
+pub use ipc_windows as windows;
+
 /// How a new endpoint is secured. Backends apply what fits them: a file mode
 /// and group for Unix sockets, an equivalent security descriptor for pipes.
 #[derive(Debug, Clone, Default)]
@@ -202,8 +205,14 @@ cfg_if::cfg_if! {
 
 cfg_if::cfg_if! {
     if #[cfg(all(windows, feature = "windows"))] {
-        fn bind_pipe(address: &Address, _options: &BindOptions) -> Result<BoxListener> {
-            Ok(Box::new(ipc_windows::PipeListener::bind(address)?))
+        fn bind_pipe(address: &Address, options: &BindOptions) -> Result<BoxListener> {
+            // A mode that opens the endpoint to others maps to a DACL for every
+            // local user; group bits have no pipe equivalent without a SID.
+            let mut opts = ipc_windows::PipeOptions::new();
+            if options.mode.is_some_and(|m| m & 0o006 != 0) {
+                opts = opts.access(ipc_windows::PipeAccess::Everyone);
+            }
+            Ok(Box::new(ipc_windows::PipeListener::bind_with(address, &opts)?))
         }
         async fn connect_pipe(address: &Address) -> Result<BoxTransport> {
             Ok(Box::new(ipc_windows::connect(address).await?))
