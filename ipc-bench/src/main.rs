@@ -28,6 +28,8 @@ mod memcpy;
 mod ours;
 #[cfg(unix)]
 mod peers;
+#[cfg(unix)]
+mod peers_rpc;
 mod proto;
 #[cfg(unix)]
 mod raw;
@@ -275,6 +277,13 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
         machine: sys::Machine::detect(),
         settings: plan.settings.clone(),
         mechanisms,
+        not_built: mech::not_built()
+            .into_iter()
+            .map(|(name, why)| results::NotBuilt {
+                name: name.to_owned(),
+                why: why.to_owned(),
+            })
+            .collect(),
     };
     let json = serde_json::to_string_pretty(&run)?;
     let json_path = out_dir.join("results.json");

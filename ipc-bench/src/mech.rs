@@ -218,7 +218,17 @@ pub fn all() -> Vec<Mechanism> {
         v.extend(crate::raw::mechanisms());
         v.extend(crate::ours::mechanisms());
         v.extend(crate::peers::mechanisms());
+        v.extend(crate::peers_rpc::mechanisms());
     }
+    v
+}
+
+/// Mechanisms the issue asks for that this build does not have, with why.
+pub fn not_built() -> Vec<(&'static str, &'static str)> {
+    #[allow(unused_mut)]
+    let mut v = Vec::new();
+    #[cfg(unix)]
+    v.extend(crate::peers_rpc::not_built());
     v
 }
 

@@ -27,6 +27,17 @@ pub struct Run {
     pub settings: Settings,
     /// One entry per mechanism, in run order.
     pub mechanisms: Vec<MechResult>,
+    /// Mechanisms this build could not include, with why.
+    pub not_built: Vec<NotBuilt>,
+}
+
+/// A mechanism left out of the build.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotBuilt {
+    /// Its name.
+    pub name: String,
+    /// Why it is missing.
+    pub why: String,
 }
 
 /// The knobs of a run.
@@ -644,6 +655,13 @@ impl Run {
             }
             out.push('\n');
         }
+        if !self.not_built.is_empty() {
+            let _ = writeln!(out, "== not in this build");
+            for n in &self.not_built {
+                let _ = writeln!(out, "{}: {}", n.name, n.why);
+            }
+            out.push('\n');
+        }
         let _ = writeln!(out, "== goals");
         for g in self.goals() {
             let _ = writeln!(out, "{g}");
@@ -729,6 +747,13 @@ impl Run {
                     .as_ref()
                     .map(|e| format!(" **FAILED: {e}**"))
                     .unwrap_or_default()
+            );
+        }
+        for n in &self.not_built {
+            let _ = writeln!(
+                out,
+                "| {} | - | - | **not in this build: {}** |",
+                n.name, n.why
             );
         }
         out.push('\n');

@@ -1,0 +1,165 @@
+//! Peer JSON-RPC servers under the same `echo` load as ours: jsonrpsee's
+//! HTTP server on 127.0.0.1 (with jsonrpsee's HTTP client) and parity's
+//! `jsonrpc-ipc-server` on a Unix socket (with our `ipc_core::Client`
+//! speaking the JSON stream such servers expect). Each is compiled only with
+//! its cargo feature; [`not_built`] names the ones left out.
+
+use crate::mech::Mechanism;
+
+/// The peer JSON-RPC mechanisms compiled into this build.
+pub fn mechanisms() -> Vec<Mechanism> {
+    #[allow(unused_mut, clippy::vec_init_then_push)]
+    let mut v = Vec::new();
+    #[cfg(feature = "jsonrpsee")]
+    v.push(jsonrpsee_http::mechanism());
+    #[cfg(feature = "jsonrpc-ipc-server")]
+    v.push(parity_ipc::mechanism());
+    v
+}
+
+/// Peer JSON-RPC mechanisms this build leaves out, with why.
+pub fn not_built() -> Vec<(&'static str, &'static str)> {
+    #[allow(unused_mut)]
+    let mut v = Vec::new();
+    #[cfg(not(feature = "jsonrpsee"))]
+    v.push((
+        "jsonrpsee-http",
+        "built without the `jsonrpsee` feature of ipc-bench",
+    ));
+    #[cfg(not(feature = "jsonrpc-ipc-server"))]
+    v.push((
+        "jsonrpc-ipc-server",
+        "built without the `jsonrpc-ipc-server` feature of ipc-bench",
+    ));
+    v
+}
+
+#[cfg(feature = "jsonrpsee")]
+mod jsonrpsee_http {
+    use std::io;
+
+    use anyhow::Context as _;
+    use jsonrpsee::core::client::ClientT;
+    use jsonrpsee::core::params::ArrayParams;
+    use jsonrpsee::types::ErrorObjectOwned;
+    use jsonrpsee_http_client::{HttpClient, HttpClientBuilder};
+
+    use crate::mech::{Group, Mechanism, ServeCtx, ServerKind};
+    use crate::rpc::{self, RpcClient, RpcSession};
+
+    pub fn mechanism() -> Mechanism {
+        Mechanism {
+            name: "jsonrpsee-http",
+            group: Group::Peer,
+            baseline: "ipc-jsonrpc",
+            about: "JSON-RPC calls: jsonrpsee HTTP client to jsonrpsee's server on 127.0.0.1 \
+                    (HTTP/1.1: requests in flight on one client use its connection pool)",
+            server: ServerKind::Child,
+            serve,
+            connect: |ctx| {
+                let port: u16 = ctx.info.trim().parse().context("server sent no port")?;
+                let url = format!("http://127.0.0.1:{port}");
+                RpcSession::boxed(move || {
+                    let url = url.clone();
+                    async move {
+                        let c = HttpClientBuilder::default()
+                            .max_concurrent_requests(rpc::MAX_IN_FLIGHT)
+                            .build(&url)?;
+                        Ok(Jsonrpsee(c))
+                    }
+                })
+            },
+        }
+    }
+
+    struct Jsonrpsee(HttpClient);
+
+    impl RpcClient for Jsonrpsee {
+        async fn echo(&self, param: &str) -> io::Result<usize> {
+            let mut p = ArrayParams::new();
+            p.insert(param).map_err(io::Error::other)?;
+            let s: String = self.0.request("echo", p).await.map_err(io::Error::other)?;
+            Ok(s.len())
+        }
+    }
+
+    fn serve(ctx: &ServeCtx) -> anyhow::Result<()> {
+        let rt = rpc::server_runtime()?;
+        rt.block_on(async {
+            // The default limit (100 connections) is above the largest load (64).
+            let server = jsonrpsee::server::Server::builder()
+                .build("127.0.0.1:0")
+                .await?;
+            let port = server.local_addr()?.port();
+            let mut module = jsonrpsee::RpcModule::new(());
+            module.register_method("echo", |params, _, _| {
+                let (s,): (String,) = params.parse()?;
+                Ok::<_, ErrorObjectOwned>(s)
+            })?;
+            let handle = server.start(module);
+            ctx.ready(&port.to_string())?;
+            handle.stopped().await;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(feature = "jsonrpc-ipc-server")]
+mod parity_ipc {
+    use std::path::Path;
+
+    use anyhow::Context as _;
+    use ipc_core::codec::Framing;
+    use ipc_core::{Address, Client};
+    use jsonrpc_core::{IoHandler, Params, Value};
+
+    use crate::mech::{Group, Mechanism, ServeCtx, ServerKind};
+    use crate::rpc::{self, RpcSession};
+
+    pub fn mechanism() -> Mechanism {
+        Mechanism {
+            name: "jsonrpc-ipc-server",
+            group: Group::Peer,
+            baseline: "ipc-jsonrpc",
+            about: "JSON-RPC calls: parity jsonrpc-ipc-server 18 on a Unix socket, \
+                    called by ipc_core::Client speaking the JSON stream",
+            server: ServerKind::Child,
+            serve,
+            connect: |ctx| {
+                let a = Address::Unix(ctx.endpoint.clone());
+                RpcSession::boxed(move || {
+                    let a = a.clone();
+                    async move {
+                        let t = ipc_unix::connect(&a).await?;
+                        Ok(rpc::ipc_client(
+                            Client::builder().framing(Framing::JsonStream).build(t),
+                        ))
+                    }
+                })
+            },
+        }
+    }
+
+    fn serve(ctx: &ServeCtx) -> anyhow::Result<()> {
+        let rt = rpc::server_runtime()?;
+        let mut io = IoHandler::new();
+        io.add_sync_method("echo", |params: Params| {
+            let (s,): (String,) = params.parse()?;
+            Ok(Value::String(s))
+        });
+        let path = path_str(&ctx.endpoint)?;
+        let server = jsonrpc_ipc_server::ServerBuilder::new(io)
+            .event_loop_executor(rt.handle().clone())
+            .start(path)
+            .with_context(|| format!("start jsonrpc-ipc-server on {path}"))?;
+        ctx.ready("")?;
+        // The server runs on `rt`'s workers; this thread only waits.
+        server.wait();
+        Ok(())
+    }
+
+    fn path_str(p: &Path) -> anyhow::Result<&str> {
+        p.to_str()
+            .with_context(|| format!("{} is not UTF-8", p.display()))
+    }
+}
