@@ -8,30 +8,28 @@ use crate::mech::Mechanism;
 
 /// The peer JSON-RPC mechanisms compiled into this build.
 pub fn mechanisms() -> Vec<Mechanism> {
-    #[allow(unused_mut, clippy::vec_init_then_push)]
-    let mut v = Vec::new();
-    #[cfg(feature = "jsonrpsee")]
-    v.push(jsonrpsee_http::mechanism());
-    #[cfg(feature = "jsonrpc-ipc-server")]
-    v.push(parity_ipc::mechanism());
-    v
+    vec![
+        #[cfg(feature = "jsonrpsee")]
+        jsonrpsee_http::mechanism(),
+        #[cfg(feature = "jsonrpc-ipc-server")]
+        parity_ipc::mechanism(),
+    ]
 }
 
 /// Peer JSON-RPC mechanisms this build leaves out, with why.
 pub fn not_built() -> Vec<(&'static str, &'static str)> {
-    #[allow(unused_mut)]
-    let mut v = Vec::new();
-    #[cfg(not(feature = "jsonrpsee"))]
-    v.push((
-        "jsonrpsee-http",
-        "built without the `jsonrpsee` feature of ipc-bench",
-    ));
-    #[cfg(not(feature = "jsonrpc-ipc-server"))]
-    v.push((
-        "jsonrpc-ipc-server",
-        "built without the `jsonrpc-ipc-server` feature of ipc-bench",
-    ));
-    v
+    vec![
+        #[cfg(not(feature = "jsonrpsee"))]
+        (
+            "jsonrpsee-http",
+            "built without the `jsonrpsee` feature of ipc-bench",
+        ),
+        #[cfg(not(feature = "jsonrpc-ipc-server"))]
+        (
+            "jsonrpc-ipc-server",
+            "built without the `jsonrpc-ipc-server` feature of ipc-bench",
+        ),
+    ]
 }
 
 #[cfg(feature = "jsonrpsee")]
