@@ -13,6 +13,10 @@
 //! ipc-bench --mechanism unix-raw,ipc-unix --size 64 --duration 2
 //! ipc-bench --list               # the mechanisms this build knows
 //! ```
+//!
+//! Endpoints (sockets, FIFOs, the spin mapping) live in a fresh private
+//! directory, under `/dev/shm` when it exists; `IPC_BENCH_ENDPOINT_DIR`
+//! names an existing directory to use instead.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -239,6 +243,9 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
     let out_dir = cli.out_dir.clone().unwrap_or_else(default_out_dir);
     std::fs::create_dir_all(&out_dir)
         .with_context(|| format!("create the output directory {}", out_dir.display()))?;
+    // IPC_BENCH_ENDPOINT_DIR: an existing directory for the endpoints
+    // (sockets, FIFOs, mappings) instead of a fresh private one.
+    let fixed_dir = std::env::var_os("IPC_BENCH_ENDPOINT_DIR").map(PathBuf::from);
     let tmp = tempfile::Builder::new()
         .prefix("ipc-bench-")
         .tempdir_in(if std::path::Path::new("/dev/shm").is_dir() {
@@ -265,7 +272,12 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
         if !tty {
             eprintln!("ipc-bench: [{}/{}] {}", i + 1, chosen.len(), m.name);
         }
-        mechanisms.push(run::mechanism(m, &plan, tmp.path(), &bar));
+        mechanisms.push(run::mechanism(
+            m,
+            &plan,
+            fixed_dir.as_deref().unwrap_or(tmp.path()),
+            &bar,
+        ));
     }
     bar.finish_and_clear();
 
