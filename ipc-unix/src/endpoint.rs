@@ -9,6 +9,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use ipc_core::{Error, Result};
 use rustix::fs::FileType;
@@ -493,6 +494,51 @@ impl Owned {
     }
 }
 
+/// An advisory exclusive lock on the endpoint's directory (`flock` on the
+/// directory itself), held while deciding about and replacing the node at
+/// the path.
+struct DirLock<'a> {
+    loc: &'a Location,
+}
+
+impl<'a> DirLock<'a> {
+    /// How long to wait for other binders before going ahead unlocked; the
+    /// lock is held for microseconds, so waiting this long means a process
+    /// holds it on purpose, and the rename-and-check in `retire` still keeps
+    /// other servers' sockets safe without it.
+    const PATIENCE: Duration = Duration::from_secs(2);
+
+    fn acquire(loc: &'a Location, endpoint: &str) -> Option<DirLock<'a>> {
+        let start = Instant::now();
+        let mut nap = Duration::from_micros(100);
+        loop {
+            match sys::try_lock(&loc.dir) {
+                Ok(true) => return Some(DirLock { loc }),
+                Ok(false) if start.elapsed() < Self::PATIENCE => {
+                    std::thread::sleep(nap);
+                    nap = (nap * 2).min(Duration::from_millis(20));
+                }
+                Ok(false) => {
+                    tracing::warn!(%endpoint, dir = %loc.dir_path.display(),
+                        "another process holds the directory lock; going ahead without it");
+                    return None;
+                }
+                // Filesystems without flock support: go ahead without it.
+                Err(e) => {
+                    tracing::debug!(%endpoint, error = %e, "cannot lock the directory");
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for DirLock<'_> {
+    fn drop(&mut self) {
+        sys::unlock(&self.loc.dir);
+    }
+}
+
 /// Creates the staging dir, binds or makes the node there with `make`, sets
 /// group and mode, verifies them and publishes the node at `loc`.
 pub(crate) fn create_node<T>(
@@ -523,7 +569,16 @@ pub(crate) fn create_node<T>(
     let meta = sys::lstat_at(&staging.dir, STAGED)
         .map_err(|e| Error::io(format!("{endpoint}: checking the new {}", kind.noun()), e))?;
     verify(&meta, kind, mode, group, endpoint)?;
+    // Binders using this crate take turns from the last look at the path to
+    // the rename, so one never retires a socket another has just published.
+    let lock = DirLock::acquire(loc, endpoint);
+    let existing = if lock.is_some() {
+        inspect(loc, kind, endpoint)?
+    } else {
+        existing
+    };
     staging.publish(loc, kind, existing, endpoint)?;
+    drop(lock);
     // The rename kept the inode; make sure the path now names it.
     match loc.lstat() {
         Ok(Some(m)) if m.id == meta.id => Ok((made, meta.id)),

@@ -189,6 +189,21 @@ pub(crate) fn open_fifo(dir: impl AsFd, name: &Path, write: bool) -> io::Result<
     )?)
 }
 
+/// Tries to take an exclusive `flock` on `fd` without blocking: `Ok(true)`
+/// when taken, `Ok(false)` when another holder has it.
+pub(crate) fn try_lock(fd: impl AsFd) -> io::Result<bool> {
+    use rustix::fs::FlockOperation;
+    match rustix::fs::flock(fd, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) fn unlock(fd: impl AsFd) {
+    let _ = rustix::fs::flock(fd, rustix::fs::FlockOperation::Unlock);
+}
+
 /// The effective user id of this process.
 pub(crate) fn euid() -> u32 {
     rustix::process::geteuid().as_raw()

@@ -19,8 +19,19 @@ pub const ARG_VAR: &str = "IPC_UNIX_TEST_ARG";
 pub const REPORT: &str = "IPC-CHILD:";
 
 /// The role this process plays, if it is a child started by [`spawn_self`].
+///
+/// A child exits by itself after two minutes, so a parent waiting on its
+/// report never hangs for ever.
 pub fn child_role() -> Option<(String, String)> {
     let role = std::env::var(ROLE_VAR).ok()?;
+    static WATCHDOG: std::sync::Once = std::sync::Once::new();
+    WATCHDOG.call_once(|| {
+        std::thread::spawn(|| {
+            std::thread::sleep(std::time::Duration::from_secs(120));
+            eprintln!("child test process ran for 120 s; exiting");
+            std::process::exit(3);
+        });
+    });
     Some((role, std::env::var(ARG_VAR).unwrap_or_default()))
 }
 
@@ -40,8 +51,9 @@ impl ChildProc {
     pub fn next_report(&mut self) -> String {
         for line in self.lines.by_ref() {
             let line = line.expect("reading the child's stdout");
-            if let Some(rest) = line.strip_prefix(REPORT) {
-                return rest.trim().to_owned();
+            // libtest may have printed "test name ... " on the same line.
+            if let Some(at) = line.find(REPORT) {
+                return line[at + REPORT.len()..].trim().to_owned();
             }
         }
         let status = self.child.wait();
@@ -140,7 +152,8 @@ pub fn nobody() -> (u32, u32) {
         .lines()
         .find_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
-            (f.len() > 3 && f[0] == "nobody").then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+            (f.len() > 3 && f[0] == "nobody")
+                .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
         })
         .unwrap_or((65534, 65534))
 }
@@ -162,4 +175,13 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// Awaits `fut`, failing the test if it takes longer than a minute (a hang,
+/// never a speed limit).
+pub async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(std::time::Duration::from_secs(60), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what} did not finish within 60 s: it hangs"),
+    }
 }
