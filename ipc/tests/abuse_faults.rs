@@ -392,8 +392,13 @@ async fn clients_killed_mid_frame_leave_the_server_unaffected() {
     let mut rng = Rng::from_env_or_time("clients_killed_mid_frame");
     let dir = temp_dir();
     let (address, _) = unix_address(dir.path(), "kill.sock");
-    let mut server =
-        start_server("child_abuse_server", &address, &ServerSpec::default(), None).await;
+    let log = dir.path().join("server.log");
+    let mut server = spawn_entry(
+        "child_abuse_server",
+        &[(ADDR_VAR, &address), ("RUST_LOG", "warn")],
+        Some(&log),
+    );
+    wait_for_server(&address).await;
     let pid = server.pid();
     let bystander = ipc::connect(&address).await.unwrap();
     let _: i64 = bystander.request("add", (0, 0)).await.unwrap();
@@ -453,5 +458,14 @@ async fn clients_killed_mid_frame_leave_the_server_unaffected() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(server.is_running());
-    println!("{kills} clients killed mid-stream; the bystander made {answered} requests meanwhile");
+    // The kills did land inside frames: the server saw streams end there.
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let mid_frame = text.matches("middle of a frame").count();
+    println!(
+        "{kills} clients killed, {mid_frame} of them seen mid-frame; the bystander made {answered} requests meanwhile"
+    );
+    assert!(
+        mid_frame > 0,
+        "no kill landed in the middle of a frame:\n{text}"
+    );
 }
