@@ -40,6 +40,8 @@ mod raw;
 mod results;
 mod rpc;
 mod run;
+#[cfg(unix)]
+mod shm;
 mod streams;
 mod sys;
 

@@ -217,6 +217,7 @@ pub fn all() -> Vec<Mechanism> {
     {
         v.extend(crate::raw::mechanisms());
         v.extend(crate::ours::mechanisms());
+        v.extend(crate::shm::mechanisms());
         v.extend(crate::peers::mechanisms());
         v.extend(crate::peers_rpc::mechanisms());
     }

@@ -1,0 +1,127 @@
+//! This workspace's shared-memory transport (`ipc-shm`): the blocking
+//! message API (spin, then futex) and the async byte-stream transport.
+
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use ipc_core::Address;
+use ipc_shm::{ShmConnection, ShmListener, ShmOptions, ShmTransport};
+
+use crate::mech::SyncSession;
+use crate::mech::{current_thread, AsyncSession, Group, Mechanism, ServeCtx, ServerKind};
+use crate::proto::{self, MsgSync, MAX_MSG};
+use crate::streams::Framed4;
+
+/// Spin of the async variant that spins (`ipc-shm-async-spin`).
+const ASYNC_SPIN: Duration = Duration::from_micros(20);
+
+fn addr(endpoint: &Path) -> Address {
+    Address::Shm(endpoint.to_string_lossy().into_owned())
+}
+
+fn options(async_spin: Option<Duration>) -> ShmOptions {
+    // Rings large enough for the 1 MiB messages plus their framing.
+    let o = ShmOptions::new()
+        .ring_capacity(4 << 20)
+        .max_message_len(MAX_MSG + 64);
+    match async_spin {
+        Some(d) => o.async_spin(d),
+        None => o,
+    }
+}
+
+/// The shared-memory mechanisms.
+pub fn mechanisms() -> Vec<Mechanism> {
+    vec![
+        Mechanism {
+            name: "ipc-shm",
+            group: Group::Ours,
+            baseline: "spin-shm",
+            about: "ipc_shm::ShmConnection, the blocking message API (spins 50 us by default, \
+                    then sleeps on a futex)",
+            server: ServerKind::Child,
+            serve: serve_blocking,
+            connect: |ctx| {
+                let c = ShmConnection::connect(&addr(&ctx.endpoint), &options(None))?;
+                Ok(Box::new(SyncSession(ShmMsg(c))))
+            },
+        },
+        Mechanism {
+            name: "ipc-shm-async",
+            group: Group::Ours,
+            baseline: "spin-shm",
+            about: "ipc_shm::ShmTransport (async byte stream, no spin) framed by LengthCodec, \
+                    current-thread runtime on both sides",
+            server: ServerKind::Child,
+            serve: |ctx| serve_async(ctx, None),
+            connect: |ctx| {
+                AsyncSession::connect(|| async move {
+                    let t = ShmTransport::connect(&addr(&ctx.endpoint), &options(None)).await?;
+                    Ok(Framed4::new(t))
+                })
+            },
+        },
+        Mechanism {
+            name: "ipc-shm-async-spin",
+            group: Group::Ours,
+            baseline: "spin-shm",
+            about: "as ipc-shm-async, with async_spin(20 us) on both sides",
+            server: ServerKind::Child,
+            serve: |ctx| serve_async(ctx, Some(ASYNC_SPIN)),
+            connect: |ctx| {
+                AsyncSession::connect(|| async move {
+                    let o = options(Some(ASYNC_SPIN));
+                    let t = ShmTransport::connect(&addr(&ctx.endpoint), &o).await?;
+                    Ok(Framed4::new(t))
+                })
+            },
+        },
+    ]
+}
+
+/// The blocking message API as a benchmark channel.
+struct ShmMsg(ShmConnection);
+
+impl MsgSync for ShmMsg {
+    fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        Ok(self.0.send(msg)?)
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        let m = self.0.recv()?;
+        if m.len() != buf.len() {
+            return Err(proto::bad(format!(
+                "expected a {}-byte message, got {} bytes",
+                buf.len(),
+                m.len()
+            )));
+        }
+        // Copied out, as every other mechanism delivers into the caller's buffer.
+        buf.copy_from_slice(&m);
+        Ok(())
+    }
+}
+
+fn serve_blocking(ctx: &ServeCtx) -> anyhow::Result<()> {
+    let rt = current_thread()?;
+    rt.block_on(async {
+        let mut listener = ShmListener::bind_with(&addr(&ctx.endpoint), options(None))?;
+        ctx.ready("")?;
+        loop {
+            let c = listener.accept_connection().await?;
+            std::thread::spawn(move || proto::serve_sync(&mut ShmMsg(c)));
+        }
+    })
+}
+
+fn serve_async(ctx: &ServeCtx, spin: Option<Duration>) -> anyhow::Result<()> {
+    let rt = current_thread()?;
+    rt.block_on(async {
+        let mut listener = ShmListener::bind_with(&addr(&ctx.endpoint), options(spin))?;
+        ctx.ready("")?;
+        loop {
+            let t = listener.accept_shm().await?;
+            tokio::spawn(async move { proto::serve_async(&mut Framed4::new(t)).await });
+        }
+    })
+}
