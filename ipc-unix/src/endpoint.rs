@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ipc_core::{Error, Result};
 use rustix::fs::FileType;
 
-use crate::sys::{self, FileId, Meta, Probe};
+use crate::sys::{self, FileId, Meta, Probe, Stamp};
 
 /// The kind of node an endpoint is, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,9 +113,9 @@ impl Location {
     /// The check and the unlink are two calls; a process that can write to
     /// the directory could swap the node in between, which a sticky or
     /// private directory (enforced at bind) rules out for other users.
-    pub(crate) fn remove_if(&self, id: FileId) -> io::Result<bool> {
+    pub(crate) fn remove_if(&self, stamp: Stamp) -> io::Result<bool> {
         match self.lstat()? {
-            Some(m) if m.id == id => match sys::unlink_at(&self.dir, &self.name) {
+            Some(m) if m.stamp() == stamp => match sys::unlink_at(&self.dir, &self.name) {
                 Ok(()) => Ok(true),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
                 Err(e) => Err(e),
@@ -471,15 +471,15 @@ pub(crate) fn check_mode(mode: u32, endpoint: &str) -> Result<()> {
 #[derive(Debug)]
 pub(crate) struct Owned {
     pub(crate) loc: Location,
-    pub(crate) id: FileId,
+    pub(crate) stamp: Stamp,
     pid: u32,
 }
 
 impl Owned {
-    pub(crate) fn new(loc: Location, id: FileId) -> Owned {
+    pub(crate) fn new(loc: Location, stamp: Stamp) -> Owned {
         Owned {
             loc,
-            id,
+            stamp,
             pid: std::process::id(),
         }
     }
@@ -490,7 +490,7 @@ impl Owned {
         if self.pid != std::process::id() {
             return Ok(false);
         }
-        self.loc.remove_if(self.id)
+        self.loc.remove_if(self.stamp)
     }
 }
 
@@ -548,7 +548,7 @@ pub(crate) fn create_node<T>(
     group: Option<u32>,
     endpoint: &str,
     make: impl FnOnce(&Staging) -> Result<T>,
-) -> Result<(T, FileId)> {
+) -> Result<(T, Stamp)> {
     let existing = inspect(loc, kind, endpoint)?;
     let staging = Staging::create(loc, endpoint)?;
     let made = make(&staging)?;
@@ -579,9 +579,10 @@ pub(crate) fn create_node<T>(
     };
     staging.publish(loc, kind, existing, endpoint)?;
     drop(lock);
-    // The rename kept the inode; make sure the path now names it.
+    // The rename kept the inode; make sure the path now names it, and
+    // record its identity as it is now (the rename changed its ctime).
     match loc.lstat() {
-        Ok(Some(m)) if m.id == meta.id => Ok((made, meta.id)),
+        Ok(Some(m)) if m.id == meta.id => Ok((made, m.stamp())),
         _ => Err(Error::Insecure {
             endpoint: endpoint.to_owned(),
             reason: "the endpoint was replaced right after it was created".into(),

@@ -22,7 +22,8 @@
 //! ```no_run
 //! use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 //!
-//! # async fn doc() -> ipc_core::Result<()> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> ipc_core::Result<()> {
 //! // The consumer creates the FIFO and reads it.
 //! let fifo = ipc_unix::fifo::create("/run/node/events.fifo", 0o600)?;
 //! let reader = fifo.open_reader()?;
@@ -53,7 +54,7 @@ use tokio::net::unix::pipe;
 
 use crate::endpoint::{self, Kind, Location, Owned, STAGED};
 use crate::listener::require_runtime;
-use crate::sys::{self, FileId};
+use crate::sys::{self, Stamp};
 
 /// Creates a FIFO at `path` with exactly `mode` (for example `0o600`).
 ///
@@ -111,8 +112,8 @@ impl Fifo {
         }
     }
 
-    fn id(&self) -> Option<FileId> {
-        self.owned.as_ref().map(|o| o.id)
+    fn stamp(&self) -> Option<Stamp> {
+        self.owned.as_ref().map(|o| o.stamp)
     }
 
     /// Opens the FIFO for reading, checking that the file at the path is
@@ -145,7 +146,7 @@ impl Fifo {
             .map_err(|e| open_error(e, &self.endpoint, write))?;
         let meta =
             sys::fstat(&fd).map_err(|e| Error::io(format!("{}: fstat", self.endpoint), e))?;
-        if Some(meta.id) != self.id() {
+        if Some(meta.stamp()) != self.stamp() {
             return Err(Error::Insecure {
                 endpoint: self.endpoint.clone(),
                 reason: "the file at the path is no longer the FIFO this process created".into(),

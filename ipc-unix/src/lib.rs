@@ -14,24 +14,29 @@
 //!
 //! # Examples
 //!
-//! ```no_run
-//! use ipc_core::{Listener, Transport};
+//! ```
+//! use ipc_core::{Address, Listener, Transport};
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //!
-//! # async fn doc() -> ipc_core::Result<()> {
-//! let addr = "unix:/run/user/1000/node.sock".parse()?;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> ipc_core::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! let addr = Address::Unix(dir.path().join("node.sock")); // or "unix:/run/...".parse()?
 //! let mut listener = ipc_unix::UnixListener::bind(&addr)?;
-//! tokio::spawn(async move {
-//!     while let Ok(mut conn) = listener.accept().await {
-//!         let mut buf = [0; 4];
-//!         if conn.read_exact(&mut buf).await.is_ok() {
-//!             let _ = conn.write_all(&buf).await;
-//!         }
-//!     }
+//! let server = tokio::spawn(async move {
+//!     let mut conn = listener.accept().await?;
+//!     assert!(conn.peer().same_user); // uid, gid and pid from the kernel
+//!     let mut buf = [0; 4];
+//!     conn.read_exact(&mut buf).await?;
+//!     conn.write_all(&buf).await?;
+//!     Ok::<_, ipc_core::Error>(())
 //! });
 //! let mut client = ipc_unix::connect(&addr).await?;
-//! assert!(client.peer().same_user);
 //! client.write_all(b"ping").await?;
+//! let mut reply = [0; 4];
+//! client.read_exact(&mut reply).await?;
+//! assert_eq!(&reply, b"ping");
+//! server.await.unwrap()?;
 //! # Ok(()) }
 //! ```
 #![doc(test(attr(deny(warnings))))]

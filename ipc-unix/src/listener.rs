@@ -29,10 +29,11 @@ pub const DEFAULT_MODE: u32 = 0o600;
 /// ```no_run
 /// use ipc_unix::{BindOptions, UnixListener};
 ///
-/// # async fn doc() -> ipc_core::Result<()> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ipc_core::Result<()> {
 /// let addr = "unix:/run/node/admin.sock".parse()?;
 /// let opts = BindOptions::new().mode(0o660).group(120);
-/// let listener = UnixListener::bind_with(&addr, &opts)?;
+/// let _listener = UnixListener::bind_with(&addr, &opts)?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -178,11 +179,12 @@ pub(crate) fn require_runtime(what: &str) -> Result<()> {
 /// # Examples
 ///
 /// ```no_run
-/// use ipc_core::{Listener, Transport};
+/// use ipc_core::Transport;
 /// use ipc_unix::UnixListener;
 /// use tokio::io::AsyncWriteExt;
 ///
-/// # async fn doc() -> ipc_core::Result<()> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ipc_core::Result<()> {
 /// let mut listener = UnixListener::bind(&"unix:/run/node/admin.sock".parse()?)?;
 /// loop {
 ///     let mut conn = listener.accept_unix().await?;

@@ -15,6 +15,17 @@ pub(crate) struct FileId {
     ino: u64,
 }
 
+/// Identity of one particular file: its [`FileId`] plus its status-change
+/// time. Inode numbers are reused once a file is deleted, so `FileId`
+/// alone could mistake a newer file for ours; the ctime tells them apart
+/// (it changes on chmod, chown, link and rename, which only makes us more
+/// careful: we then leave the file alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    id: FileId,
+    ctime: (i64, i64),
+}
+
 /// The fields of `stat` this crate looks at, with portable types.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Meta {
@@ -24,6 +35,7 @@ pub(crate) struct Meta {
     pub(crate) perm: u32,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
+    ctime: (i64, i64),
 }
 
 impl Meta {
@@ -40,6 +52,14 @@ impl Meta {
             perm: (st.st_mode as u32) & 0o7777,
             uid: st.st_uid as u32,
             gid: st.st_gid as u32,
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+        }
+    }
+
+    pub(crate) fn stamp(&self) -> Stamp {
+        Stamp {
+            id: self.id,
+            ctime: self.ctime,
         }
     }
 }

@@ -26,7 +26,8 @@ use crate::sys;
 /// use ipc_core::Transport;
 /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
 ///
-/// # async fn doc() -> ipc_core::Result<()> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ipc_core::Result<()> {
 /// let mut conn = ipc_unix::connect(&"unix:/run/node/admin.sock".parse()?).await?;
 /// println!("server runs as uid {:?}", conn.peer().uid);
 /// conn.write_all(b"ping").await?;
@@ -125,9 +126,10 @@ const BUSY_RETRY_FOR: Duration = Duration::from_secs(2);
 /// # Examples
 ///
 /// ```no_run
-/// # async fn doc() -> ipc_core::Result<()> {
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> ipc_core::Result<()> {
 /// match ipc_unix::connect(&"local:node".parse()?).await {
-///     Ok(conn) => { /* talk */ }
+///     Ok(_conn) => { /* talk */ }
 ///     Err(ipc_core::Error::NotFound { .. }) => eprintln!("is the node running?"),
 ///     Err(e) => return Err(e),
 /// }

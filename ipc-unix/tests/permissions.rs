@@ -92,7 +92,7 @@ async fn group_the_process_may_not_use_is_an_error() {
 fn mode_does_not_depend_on_the_umask() {
     if let Some((role, arg)) = child_role() {
         let umask = u32::from_str_radix(&role["umask-".len()..], 8).unwrap();
-        rustix::process::umask(rustix::fs::Mode::from_raw_mode(umask));
+        rustix::process::umask(rustix::fs::Mode::from_raw_mode(umask as _));
         let rt = tokio::runtime::Runtime::new().unwrap();
         let _guard = rt.enter();
         let dir = Path::new(&arg);
@@ -105,6 +105,9 @@ fn mode_does_not_depend_on_the_umask() {
             report(format!("{name} {:o}", mode_of(&path)));
             drop(l);
         }
+        let fifo = ipc_unix::fifo::create(dir.join("f.fifo"), 0o600).unwrap();
+        report(format!("f.fifo {:o}", mode_of(fifo.path())));
+        drop(fifo);
         let umask_now = rustix::process::umask(rustix::fs::Mode::empty());
         report(format!("umask {:03o}", umask_now.as_raw_mode()));
         return;
@@ -119,6 +122,7 @@ fn mode_does_not_depend_on_the_umask() {
         );
         assert_eq!(child.next_report(), "d.sock 600", "umask {umask}");
         assert_eq!(child.next_report(), "g.sock 660", "umask {umask}");
+        assert_eq!(child.next_report(), "f.fifo 600", "umask {umask}");
         assert_eq!(
             child.next_report(),
             format!("umask {umask}"),
