@@ -333,6 +333,12 @@ impl Staging {
         match sys::rename_at(&loc.dir, &loc.name, &self.dir, RETIRED) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            // Another user's stale socket in a sticky directory such as /tmp.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                return Err(Error::PermissionDenied {
+                    endpoint: format!("{endpoint} (a stale endpoint left by another user)"),
+                })
+            }
             Err(e) => {
                 return Err(Error::io(
                     format!("{endpoint}: removing the stale endpoint"),

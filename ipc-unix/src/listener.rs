@@ -216,7 +216,11 @@ impl UnixListener {
     /// - [`Error::InvalidAddress`]: not an address this backend serves.
     /// - [`Error::Io`]: anything else, saying what was being done.
     ///
-    /// Must be called within a Tokio runtime with IO enabled.
+    /// Must be called within a Tokio runtime with IO enabled. Binding a path
+    /// takes a short advisory lock on its directory so that servers starting
+    /// at once on the same path take turns; it blocks the calling thread
+    /// while another process holds that lock (microseconds normally, at most
+    /// two seconds before going ahead without it).
     pub fn bind(addr: &Address) -> Result<Self> {
         Self::bind_with(addr, &BindOptions::default())
     }

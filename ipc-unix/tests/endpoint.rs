@@ -304,3 +304,30 @@ async fn transports_from_existing_streams_read_credentials() {
     let s = b.into_stream();
     assert!(s.peer_cred().is_ok());
 }
+
+#[tokio::test]
+async fn a_full_accept_queue_is_reported_and_a_waiting_client_gets_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = addr(&dir.path().join("busy.sock"));
+    let mut l = UnixListener::bind_with(&a, &ipc_unix::BindOptions::new().backlog(1)).unwrap();
+    // Fill the queue without accepting.
+    let mut held = Vec::new();
+    let e = loop {
+        match within("connect", ipc_unix::connect(&a)).await {
+            Ok(c) => {
+                held.push(c);
+                assert!(held.len() < 64, "a backlog of 1 took 64 clients");
+            }
+            Err(e) => break e,
+        }
+    };
+    assert!(e.to_string().contains("accept queue"), "{e}");
+    // A client that arrives while the queue is full waits for room.
+    let waiting = tokio::spawn({
+        let a = a.clone();
+        async move { ipc_unix::connect(&a).await }
+    });
+    tokio::task::yield_now().await;
+    let _first = within("accept", l.accept_unix()).await.unwrap();
+    within("waiting client", waiting).await.unwrap().unwrap();
+}
