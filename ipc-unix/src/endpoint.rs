@@ -266,7 +266,7 @@ impl Staging {
                     ));
                 }
             }
-            let dir = match sys::open_dir(&loc.dir_path.join(&name)) {
+            let dir = match sys::open_dir_at(&loc.dir, &name) {
                 Ok(d) => d,
                 Err(e) => {
                     let _ = sys::rmdir_at(&loc.dir, &name);

@@ -159,7 +159,9 @@ pub(crate) fn require_runtime(what: &str) -> Result<()> {
 /// and group there, checked with `stat`, then renamed atomically into place.
 ///
 /// Binding never takes over a live server's socket (`AddressInUse`), replaces
-/// a stale socket whose server is gone (nothing accepts on it), and never
+/// a stale socket whose server is gone (nothing accepts on it; found by
+/// connecting to it, so a live server sees that probe as a client that
+/// closes without sending anything), and never
 /// deletes a path that is not a socket (`NotASocket`) or is a symlink
 /// (`Insecure`). It refuses directories that every user can write to unless
 /// they have the sticky bit (as `/tmp` does).

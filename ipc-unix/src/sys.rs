@@ -85,6 +85,17 @@ pub(crate) fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     )?)
 }
 
+/// Opens the directory `name` inside `dir`, not following a symlink.
+pub(crate) fn open_dir_at(dir: impl AsFd, name: &str) -> io::Result<OwnedFd> {
+    use rustix::fs::OFlags;
+    Ok(rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
 /// Creates a directory with exactly `mode`, whatever the umask: `mkdir`
 /// applies the umask, which can only remove bits, so the directory is never
 /// more open than `mode`; `chmod` then restores the bits the umask removed.
