@@ -375,11 +375,16 @@ impl Drop for PendingGuard<'_> {
 ///
 /// # Examples
 ///
-/// ```no_run
-/// use ipc_core::{BoxTransport, Client};
+/// ```
+/// use ipc_core::{jsonrpc::ErrorObject, memory, Client, Router, Server};
 /// use serde_json::json;
-/// # async fn run(transport: BoxTransport) -> ipc_core::Result<()> {
-/// let client = Client::new(transport);
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> ipc_core::Result<()> {
+/// # let (listener, connector) = memory::listener("doc");
+/// # let router = Router::new()
+/// #     .method("add", |_c, (a, b): (i64, i64)| async move { Ok::<_, ErrorObject>(a + b) })
+/// #     .method("log", |_c, _: serde_json::Value| async move { Ok::<_, ErrorObject>(()) });
+/// # let _server = Server::builder().build().serve(listener, router);
+/// let client = Client::new(connector.connect().await?);
 /// let sum: i64 = client.request("add", json!([1, 2])).await?;
 /// assert_eq!(sum, 3);
 /// client.notify("log", json!({"line": "hello"})).await?;

@@ -19,6 +19,7 @@ pub mod conformance;
 pub mod error;
 mod handler;
 pub mod jsonrpc;
+pub mod memory;
 pub mod peer;
 pub mod server;
 pub mod transport;

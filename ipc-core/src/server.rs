@@ -141,8 +141,9 @@ impl ServerBuilder {
 /// # Examples
 ///
 /// ```
-/// use ipc_core::{jsonrpc::ErrorObject, Router, Server};
-/// # async fn run(listener: ipc_core::BoxListener) -> ipc_core::Result<()> {
+/// use ipc_core::{jsonrpc::ErrorObject, memory, Router, Server};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> ipc_core::Result<()> {
+/// let (listener, _connector) = memory::listener("doc"); // or any backend's listener
 /// let router = Router::new().method("add", |_ctx, (a, b): (i64, i64)| async move {
 ///     Ok::<_, ErrorObject>(a + b)
 /// });

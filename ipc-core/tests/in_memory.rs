@@ -4,58 +4,27 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use ipc_core::jsonrpc::ErrorObject;
-use ipc_core::{
-    Address, AuthPolicy, BoxTransport, Client, Error, Listener, PeerInfo, Router, Server,
-    StreamTransport,
-};
+use ipc_core::memory::{self, MemoryConnector, MemoryListener};
+use ipc_core::{AuthPolicy, Client, Error, PeerInfo, Router, Server, StreamTransport};
 use serde_json::json;
-use tokio::sync::mpsc;
 
-#[derive(Debug)]
-struct MemoryListener {
-    rx: mpsc::Receiver<BoxTransport>,
-    address: Address,
-}
-
-#[async_trait]
-impl Listener for MemoryListener {
-    async fn accept(&mut self) -> ipc_core::Result<BoxTransport> {
-        self.rx.recv().await.ok_or(Error::Shutdown)
-    }
-    fn local_addr(&self) -> &Address {
-        &self.address
-    }
-    fn close(&mut self) -> ipc_core::Result<()> {
-        self.rx.close();
-        Ok(())
-    }
-}
-
+/// The in-memory listener, plus a client builder with a test-sized timeout.
 struct Net {
-    tx: mpsc::Sender<BoxTransport>,
+    connector: MemoryConnector,
 }
 
 impl Net {
     fn new() -> (Net, MemoryListener) {
-        let (tx, rx) = mpsc::channel(16);
-        (
-            Net { tx },
-            MemoryListener {
-                rx,
-                address: "local:memory".parse().unwrap(),
-            },
-        )
+        let (listener, connector) = memory::listener("memory");
+        (Net { connector }, listener)
     }
 
     async fn connect(&self, client_identity: PeerInfo) -> Client {
-        let (a, b) = tokio::io::duplex(64 * 1024);
-        let server_side = StreamTransport::new(b, client_identity);
-        self.tx.send(Box::new(server_side)).await.unwrap();
+        let transport = self.connector.connect_as(client_identity).await.unwrap();
         Client::builder()
             .request_timeout(Some(Duration::from_secs(10)))
-            .build(StreamTransport::new(a, PeerInfo::unix(0, 0, Some(1), true)))
+            .build(transport)
     }
 }
 
@@ -161,14 +130,7 @@ async fn idle_and_slow_connections_are_closed() {
         .expect("idle connection closed");
 
     // A sender that starts a frame and trickles it.
-    let (mut a, b) = tokio::io::duplex(1024);
-    net.tx
-        .send(Box::new(StreamTransport::new(
-            b,
-            PeerInfo::unix(0, 0, None, true),
-        )))
-        .await
-        .unwrap();
+    let mut a = net.connector.connect().await.unwrap();
     let trickle = async {
         a.write_all(&[0, 0, 0, 100]).await?;
         for _ in 0..100 {
@@ -193,28 +155,16 @@ async fn reconnecting_client_continues_after_the_connection_drops() {
         .idle_timeout(Some(Duration::from_millis(50)))
         .build()
         .serve(listener, router());
-    let tx = net.tx.clone();
+    let connector = net.connector.clone();
     let connects = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&connects);
     let client = Client::builder()
         .request_timeout(Some(Duration::from_secs(5)))
         .reconnect(ipc_core::Reconnect::default())
         .connect_with(move || {
-            let tx = tx.clone();
+            let connector = connector.clone();
             counted.fetch_add(1, Ordering::SeqCst);
-            async move {
-                let (a, b) = tokio::io::duplex(64 * 1024);
-                tx.send(Box::new(StreamTransport::new(
-                    b,
-                    PeerInfo::unix(0, 0, None, true),
-                )))
-                .await
-                .map_err(|_| Error::Shutdown)?;
-                Ok(
-                    Box::new(StreamTransport::new(a, PeerInfo::unix(0, 0, None, true)))
-                        as BoxTransport,
-                )
-            }
+            async move { connector.connect().await }
         })
         .await
         .unwrap();
