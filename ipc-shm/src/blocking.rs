@@ -272,7 +272,10 @@ pub struct Message<'a> {
 }
 
 enum Inner<'a> {
-    Borrowed { rx: &'a mut ShmReceiver, rec: Record },
+    Borrowed {
+        rx: &'a mut ShmReceiver,
+        rec: Record,
+    },
     Owned(Vec<u8>),
 }
 

@@ -137,8 +137,8 @@ pub(crate) async fn receive_region(stream: &mut UnixStream) -> Result<Arc<Region
     match buf[7] {
         b'K' => {}
         b'R' => {
-            let len = (u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize)
-                .min(MAX_REASON);
+            let len =
+                (u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize).min(MAX_REASON);
             let mut reason = vec![0u8; len];
             let _ = stream.read_exact(&mut reason).await;
             let me = rustix::process::geteuid().as_raw();

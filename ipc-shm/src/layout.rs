@@ -126,8 +126,7 @@ pub fn region_len(capacity: usize) -> usize {
 
 /// Checks a requested ring capacity: a power of two within the bounds.
 pub fn check_capacity(capacity: usize) -> Result<(), String> {
-    if !(MIN_RING_CAPACITY..=MAX_RING_CAPACITY).contains(&capacity) || !capacity.is_power_of_two()
-    {
+    if !(MIN_RING_CAPACITY..=MAX_RING_CAPACITY).contains(&capacity) || !capacity.is_power_of_two() {
         return Err(format!(
             "ring capacity {capacity} must be a power of two between {MIN_RING_CAPACITY} and {MAX_RING_CAPACITY} bytes"
         ));
@@ -151,7 +150,9 @@ impl Control {
         let h = &self.header.0;
         let magic = h.magic.load(Ordering::Acquire);
         if magic != MAGIC {
-            return Err(format!("bad magic {magic:#x}: not a region of this protocol"));
+            return Err(format!(
+                "bad magic {magic:#x}: not a region of this protocol"
+            ));
         }
         let version = h.version.load(Ordering::Relaxed);
         if version != VERSION {

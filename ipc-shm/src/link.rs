@@ -77,7 +77,10 @@ impl Link {
             std::thread::yield_now();
             return;
         };
-        let mut fds = [rustix::event::PollFd::new(sock, rustix::event::PollFlags::IN)];
+        let mut fds = [rustix::event::PollFd::new(
+            sock,
+            rustix::event::PollFlags::IN,
+        )];
         let ts = timeout.map(|d| rustix::time::Timespec {
             tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
             tv_nsec: d.subsec_nanos().into(),

@@ -87,4 +87,3 @@ fn loom_pieces_then_close() {
         t.join().unwrap();
     });
 }
-

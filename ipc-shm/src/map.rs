@@ -116,17 +116,11 @@ pub(crate) fn open(fd: OwnedFd) -> Result<Arc<Region>> {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn anonymous_file(len: usize) -> Result<OwnedFd> {
     use rustix::fs::{MemfdFlags, SealFlags};
-    let fd = rustix::fs::memfd_create(
-        "ipc-shm",
-        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
-    )
-    .map_err(io("creating the shared region (memfd_create)"))?;
+    let fd = rustix::fs::memfd_create("ipc-shm", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+        .map_err(io("creating the shared region (memfd_create)"))?;
     rustix::fs::ftruncate(&fd, len as u64).map_err(io("sizing the shared region"))?;
-    rustix::fs::fcntl_add_seals(
-        &fd,
-        SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
-    )
-    .map_err(io("sealing the shared region"))?;
+    rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
+        .map_err(io("sealing the shared region"))?;
     Ok(fd)
 }
 
@@ -147,9 +141,9 @@ fn check_sealed(fd: &OwnedFd) -> Result<()> {
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn anonymous_file(len: usize) -> Result<OwnedFd> {
-    use std::hash::{BuildHasher, Hasher};
     use rustix::fs::Mode;
     use rustix::shm;
+    use std::hash::{BuildHasher, Hasher};
     for _ in 0..16 {
         // std's per-process random hash keys give an unguessable name; it is
         // unlinked before anyone could learn it.
@@ -170,7 +164,9 @@ fn anonymous_file(len: usize) -> Result<OwnedFd> {
             Err(e) => return Err(Error::io("creating the shared region (shm_open)", e.into())),
         }
     }
-    Err(Error::Protocol("could not pick an unused shared-memory name".into()))
+    Err(Error::Protocol(
+        "could not pick an unused shared-memory name".into(),
+    ))
 }
 
 /// Other systems: a POSIX shared-memory object's size is fixed once set.
@@ -189,10 +185,22 @@ mod tests {
         let r2 = open(fd.try_clone().unwrap()).unwrap();
         assert_eq!(r2.capacity(), r.capacity());
         // Writes through one mapping are seen through the other.
-        r.ctl().bells[0].0.seq.store(42, std::sync::atomic::Ordering::SeqCst);
-        assert_eq!(r2.ctl().bells[0].0.seq.load(std::sync::atomic::Ordering::SeqCst), 42);
+        r.ctl().bells[0]
+            .0
+            .seq
+            .store(42, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            r2.ctl().bells[0]
+                .0
+                .seq
+                .load(std::sync::atomic::Ordering::SeqCst),
+            42
+        );
         #[cfg(target_os = "linux")]
-        assert!(rustix::fs::ftruncate(&fd, 0).is_err(), "shrinking must be refused");
+        assert!(
+            rustix::fs::ftruncate(&fd, 0).is_err(),
+            "shrinking must be refused"
+        );
     }
 
     #[cfg(target_os = "linux")]

@@ -26,6 +26,7 @@ pub struct ShmOptions {
     pub(crate) liveness: Duration,
     pub(crate) max_message: usize,
     pub(crate) auth: AuthPolicy,
+    pub(crate) socket_mode: u32,
 }
 
 /// Default spin before a blocking call sleeps: generous, because waking a
@@ -45,6 +46,7 @@ impl Default for ShmOptions {
             liveness: DEFAULT_LIVENESS_CHECK,
             max_message: ipc_core::codec::DEFAULT_MAX_FRAME_LEN,
             auth: AuthPolicy::default(),
+            socket_mode: 0o600,
         }
     }
 }
@@ -97,6 +99,14 @@ impl ShmOptions {
     /// the region is handed over). Default: the same user.
     pub fn auth(mut self, policy: AuthPolicy) -> Self {
         self.auth = policy;
+        self
+    }
+
+    /// File mode of the bootstrap socket (default `0o600`, owner only).
+    /// Opening it lets other users reach the auth policy, which still
+    /// decides who gets a region.
+    pub fn socket_mode(mut self, mode: u32) -> Self {
+        self.socket_mode = mode;
         self
     }
 

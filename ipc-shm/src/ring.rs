@@ -425,7 +425,8 @@ impl Consumer {
         self.ring.ctl().tail.0.store(self.tail, Ordering::Release);
     }
 
-    /// Copies stream bytes into `out`, across records; returns how many, or
+    /// Copies stream bytes into `out`, across records (of any data kind);
+    /// returns how many, or
     /// `None` when the ring is empty. `partial` is how much of the first
     /// record an earlier call already returned.
     pub(crate) fn try_read_stream(
@@ -436,12 +437,8 @@ impl Consumer {
         let mut n = 0;
         while n < out.len() {
             let Some(rec) = self.peek()? else { break };
-            if rec.kind != kind::WHOLE {
-                return Err(corrupt(format!(
-                    "ring {} carries a message piece ({:#x}) on a byte-stream connection",
-                    self.ring.index, rec.kind
-                )));
-            }
+            // Every data record is a run of bytes here: a stream reader also
+            // reads what the message API sent, as concatenated bytes.
             if *partial > rec.len {
                 return Err(corrupt("record shrank while being read"));
             }
@@ -457,7 +454,11 @@ impl Consumer {
                 self.release(rec.advance);
             }
         }
-        Ok(if n == 0 && !out.is_empty() { None } else { Some(n) })
+        Ok(if n == 0 && !out.is_empty() {
+            None
+        } else {
+            Some(n)
+        })
     }
 }
 
@@ -628,7 +629,10 @@ mod tests {
         let mut buf = [0u8; 777];
         while r < data.len() {
             if w < data.len() {
-                if let Some(n) = p.try_write_stream(&data[w..(w + 3000).min(data.len())]).unwrap() {
+                if let Some(n) = p
+                    .try_write_stream(&data[w..(w + 3000).min(data.len())])
+                    .unwrap()
+                {
                     w += n;
                 }
             }
@@ -661,7 +665,16 @@ mod tests {
         let mut sent = 0;
         p.try_send_message(&pattern(5000, 0), &mut sent).unwrap();
         let err = c.try_recv(&mut Assembly::default(), 4096).unwrap_err();
-        assert!(matches!(err, Error::FrameTooLarge { len: 5000, max: 4096 }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::FrameTooLarge {
+                    len: 5000,
+                    max: 4096
+                }
+            ),
+            "{err}"
+        );
     }
 
     /// Writes `val` over the shared head of ring 0.
@@ -708,7 +721,11 @@ mod tests {
         let cases: Vec<(&str, [u8; 16], u64)> = vec![
             ("unknown kind", hdr(0xdead, 4, 4), 32),
             ("overrun published", hdr(kind::WHOLE, 100, 100), 32),
-            ("overrun area", hdr(kind::WHOLE, u32::MAX, u32::MAX as u64), 4096),
+            (
+                "overrun area",
+                hdr(kind::WHOLE, u32::MAX, u32::MAX as u64),
+                4096,
+            ),
             ("short pad", hdr(kind::PAD, 16, 0), 4096),
             ("total mismatch", hdr(kind::WHOLE, 4, 99), 32),
             ("piece first", hdr(kind::MIDDLE, 4, 4), 32),
@@ -736,7 +753,10 @@ mod tests {
     #[test]
     fn hostile_tail_is_corrupt() {
         let (mut p, _c, r) = pair(MIN_RING_CAPACITY);
-        r.ctl().rings[CLIENT].tail.0.store(1 << 40, Ordering::Release);
+        r.ctl().rings[CLIENT]
+            .tail
+            .0
+            .store(1 << 40, Ordering::Release);
         let mut sent = 0;
         // Fill the ring so the producer must look at the tail.
         let res = (0..10).try_for_each(|_| {

@@ -3,9 +3,9 @@
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64};
+pub(crate) use std::sync::atomic::Ordering;
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64};
-pub(crate) use std::sync::atomic::Ordering;
 
 /// One step of a busy wait.
 #[inline]

@@ -198,7 +198,10 @@ impl AsyncRead for ShmTransport {
             // The closed flag first: what the peer published before closing
             // is then visible to the read below.
             let closed = this.hung_up || this.bells.peer_closed() != 0;
-            match this.rx.try_read_stream(buf.initialize_unfilled(), &mut this.partial) {
+            match this
+                .rx
+                .try_read_stream(buf.initialize_unfilled(), &mut this.partial)
+            {
                 Err(e) => return Poll::Ready(Err(e.into())),
                 Ok(Some(n)) => {
                     buf.advance(n);
@@ -210,9 +213,7 @@ impl AsyncRead for ShmTransport {
             }
             if !spun {
                 spun = true;
-                this.spin_until(|t| {
-                    t.rx.has_data().unwrap_or(true) || t.bells.peer_closed() != 0
-                });
+                this.spin_until(|t| t.rx.has_data().unwrap_or(true) || t.bells.peer_closed() != 0);
                 continue;
             }
             if !prepared {
@@ -423,22 +424,22 @@ impl ShmListener {
     pub fn bind_with(addr: &Address, opts: ShmOptions) -> Result<ShmListener> {
         crate::layout::check_capacity(opts.ring_capacity).map_err(Error::Protocol)?;
         let sock_addr = handshake::socket_address(addr)?;
-        let unix = ipc_unix::UnixListener::bind_with(&sock_addr, &ipc_unix::BindOptions::new())?;
+        let unix = ipc_unix::UnixListener::bind_with(
+            &sock_addr,
+            &ipc_unix::BindOptions::new().mode(opts.socket_mode),
+        )?;
         // The accept task works on a duplicate of the listening socket; the
         // original stays here and owns the endpoint (its file is removed on
         // close even while the task is being torn down).
-        let dup = unix
-            .as_tokio()
-            .ok_or(Error::Shutdown)
-            .and_then(|l| {
-                let fd = std::os::fd::AsFd::as_fd(l)
-                    .try_clone_to_owned()
-                    .map_err(|e| Error::io("duplicating the listening socket", e))?;
-                let std = std::os::unix::net::UnixListener::from(fd);
-                std.set_nonblocking(true)
-                    .and_then(|()| tokio::net::UnixListener::from_std(std))
-                    .map_err(|e| Error::io("registering the listening socket", e))
-            })?;
+        let dup = unix.as_tokio().ok_or(Error::Shutdown).and_then(|l| {
+            let fd = std::os::fd::AsFd::as_fd(l)
+                .try_clone_to_owned()
+                .map_err(|e| Error::io("duplicating the listening socket", e))?;
+            let std = std::os::unix::net::UnixListener::from(fd);
+            std.set_nonblocking(true)
+                .and_then(|()| tokio::net::UnixListener::from_std(std))
+                .map_err(|e| Error::io("registering the listening socket", e))
+        })?;
         let (tx, queue) = tokio::sync::mpsc::channel(BACKLOG);
         let task = tokio::spawn(accept_loop(dup, opts.clone(), tx));
         Ok(ShmListener {

@@ -1,0 +1,643 @@
+//! Shared memory between two real processes: this test binary re-runs
+//! itself as the child (`child_entry` with `IPC_SHM_ROLE` set).
+#![cfg(target_os = "linux")]
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ipc_core::{Address, AuthPolicy, Error};
+use ipc_shm::layout::{Control, CLIENT, DATA_OFFSET, SERVER};
+use ipc_shm::{ShmConnection, ShmListener, ShmOptions, ShmTransport};
+
+const ROLE: &str = "IPC_SHM_ROLE";
+const ADDR: &str = "IPC_SHM_ADDR";
+
+// ---------------------------------------------------------------- helpers
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Runs `f` on a thread and fails the test if it does not finish in time.
+fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => {
+            t.join().unwrap();
+            v
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            // The closure panicked: re-raise its panic.
+            std::panic::resume_unwind(t.join().unwrap_err())
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what}: did not finish within {limit:?} (hang)")
+        }
+    }
+}
+
+/// A child process that is killed when the test ends, however it ends.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_child(role: &str, addr: &Address) -> ChildGuard {
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .env(ADDR, addr.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawning the child process");
+    ChildGuard(child)
+}
+
+/// Reads the child's stdout until a line starting with `prefix`.
+fn wait_line(child: &mut ChildGuard, prefix: &str) -> String {
+    let out = child.0.stdout.as_mut().unwrap();
+    let mut r = BufReader::new(out);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).unwrap() == 0 {
+            panic!("child exited before printing {prefix:?}");
+        }
+        // The harness may have printed "test child_entry ... " on the same line.
+        if let Some(at) = line.find(prefix) {
+            return line[at..].trim_end().to_owned();
+        }
+    }
+}
+
+fn temp_addr(dir: &Path) -> Address {
+    format!("shm:{}", dir.join("s.sock").display())
+        .parse()
+        .unwrap()
+}
+
+/// Message `i`: a slice of a fixed random block, stamped with its index.
+fn message(block: &[u8], i: usize) -> Vec<u8> {
+    let n = size_of_message(i);
+    let off = (i * 7919) % 65_536;
+    let mut m = block[off..off + n].to_vec();
+    if n >= 8 {
+        m[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    }
+    m
+}
+
+const RING: usize = 256 * 1024;
+const MAX: usize = 4 * 1024 * 1024;
+
+fn size_of_message(i: usize) -> usize {
+    match i % 1000 {
+        0 => MAX - (i / 1000) % 2,       // 4 MiB: many times the ring
+        1..=9 => RING / 2 + 1 + i % 977, // just over the largest single record
+        _ => 1 + (i * 31) % 2048,
+    }
+}
+
+fn random_block() -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..MAX + 65_536)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn opts() -> ShmOptions {
+    ShmOptions::new().ring_capacity(RING).max_message_len(MAX)
+}
+
+/// The child side of every test.
+#[test]
+fn child_entry() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return; // run as a normal test: nothing to do
+    };
+    let addr: Address = std::env::var(ADDR).unwrap().parse().unwrap();
+    match role.as_str() {
+        "echo" => {
+            let mut c = ShmConnection::connect(&addr, &opts()).unwrap();
+            println!("CONNECTED");
+            loop {
+                let m = match c.recv() {
+                    Ok(m) => m.to_vec(),
+                    Err(Error::Disconnected) => break,
+                    Err(e) => panic!("echo child: {e}"),
+                };
+                c.send(&m).unwrap();
+            }
+        }
+        "flood" => {
+            let mut c = ShmConnection::connect(&addr, &opts()).unwrap();
+            println!("CONNECTED");
+            let big = vec![0x5a; 3 * RING];
+            let mut i = 0u64;
+            loop {
+                let m: &[u8] = if i % 10 == 0 { &big } else { &big[..100] };
+                if c.send(m).is_err() {
+                    break;
+                }
+                i += 1;
+            }
+        }
+        "idle" => {
+            let c = ShmConnection::connect(&addr, &opts()).unwrap();
+            println!("CONNECTED");
+            // Stay connected until the parent closes our stdin.
+            let mut sink = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut sink);
+            drop(c);
+        }
+        "idle-host" => idle_host(&addr),
+        "rpc-client" => {
+            let rt = rt();
+            rt.block_on(async {
+                let t = ShmTransport::connect(&addr, &ShmOptions::new())
+                    .await
+                    .unwrap();
+                let client = ipc_core::Client::new(t);
+                for i in 0..200i64 {
+                    let sum: i64 = client
+                        .request("add", serde_json::json!([i, 1000]))
+                        .await
+                        .unwrap();
+                    assert_eq!(sum, i + 1000);
+                }
+                let big: String = client
+                    .request("echo", serde_json::json!(["x".repeat(3 << 20)]))
+                    .await
+                    .unwrap();
+                assert_eq!(big.len(), 3 << 20);
+            });
+            println!("RPC-OK");
+        }
+        "hostile-head" | "hostile-record" | "hostile-tail" | "hostile-random" => {
+            hostile(&role, &addr);
+        }
+        "other-user" => {
+            // SAFETY: plain libc calls in a single-purpose child process.
+            unsafe {
+                assert_eq!(libc::setgroups(0, std::ptr::null()), 0);
+                assert_eq!(libc::setgid(65534), 0);
+                assert_eq!(libc::setuid(65534), 0);
+            }
+            let r = ShmConnection::connect(&addr, &opts());
+            match r {
+                Err(Error::Unauthorized { .. }) => println!("RESULT unauthorized"),
+                Err(Error::PermissionDenied { .. }) => println!("RESULT permission-denied"),
+                Err(e) => println!("RESULT other {e}"),
+                Ok(_) => println!("RESULT connected"),
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// Connects at the socket level, receives the region's descriptor the way
+/// any client can, maps it and writes garbage into it: a hostile peer that
+/// does not use this crate.
+fn hostile(role: &str, addr: &Address) {
+    let Address::Shm(path) = addr else { panic!() };
+    let sock = std::os::unix::net::UnixStream::connect(path).unwrap();
+    let mut buf = [0u8; 16];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut anc = rustix::net::RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    rustix::net::recvmsg(&sock, &mut iov, &mut anc, rustix::net::RecvFlags::empty()).unwrap();
+    let mut fd: Option<OwnedFd> = None;
+    for m in anc.drain() {
+        if let rustix::net::RecvAncillaryMessage::ScmRights(mut fds) = m {
+            fd = fds.next();
+        }
+    }
+    let fd = fd.expect("a region descriptor");
+    let len = rustix::fs::fstat(&fd).unwrap().st_size as usize;
+    // SAFETY: a fresh shared mapping of the whole file, used only here.
+    let base = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            len,
+            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+            rustix::mm::MapFlags::SHARED,
+            &fd,
+            0,
+        )
+    }
+    .unwrap()
+    .cast::<u8>();
+    // SAFETY: the mapping starts with the control block (all atomics).
+    let ctl = unsafe { &*(base as *const Control) };
+    let data = |off: usize, bytes: &[u8]| {
+        // SAFETY: in bounds of the mapping (ring 0's data area starts at
+        // DATA_OFFSET and is at least 4 KiB long).
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), base.add(DATA_OFFSET + off), bytes.len())
+        }
+    };
+    // We are the client: ring CLIENT is ours to produce, ring SERVER ours to consume.
+    match role {
+        "hostile-head" => {
+            ctl.rings[CLIENT]
+                .head
+                .0
+                .store(u64::MAX - 15, Ordering::Release);
+        }
+        "hostile-record" => {
+            let mut h = [0u8; 16];
+            h[0..4].copy_from_slice(&0x5748_4c01u32.to_le_bytes()); // WHOLE
+            h[4..8].copy_from_slice(&u32::MAX.to_le_bytes()); // absurd length
+            h[8..16].copy_from_slice(&(u32::MAX as u64).to_le_bytes());
+            data(0, &h);
+            ctl.rings[CLIENT].head.0.store(64, Ordering::Release);
+        }
+        "hostile-tail" => {
+            // Claim to have consumed more than the server ever produced.
+            ctl.rings[SERVER].tail.0.store(1 << 50, Ordering::Release);
+        }
+        "hostile-random" => {
+            let mut x = 0x2545_F491_4F6C_DD1Du64;
+            let deadline = Instant::now() + Duration::from_millis(500);
+            while Instant::now() < deadline {
+                for _ in 0..1000 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Garbage into counters, bells and record headers.
+                    match x % 4 {
+                        0 => ctl.rings[(x >> 8) as usize % 2]
+                            .head
+                            .0
+                            .store(x >> 3, Ordering::Relaxed),
+                        1 => ctl.rings[(x >> 8) as usize % 2]
+                            .tail
+                            .0
+                            .store(x >> 5, Ordering::Relaxed),
+                        2 => ctl.bells[(x >> 8) as usize % 2]
+                            .0
+                            .waiting
+                            .store(x as u32, Ordering::Relaxed),
+                        _ => data((x >> 16) as usize % 4000, &x.to_le_bytes()),
+                    }
+                }
+            }
+        }
+        _ => unreachable!(),
+    }
+    println!("SCRIBBLED");
+    // Stay alive (the socket open) until the parent is done.
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    drop(sock);
+}
+
+// ------------------------------------------------------------------ tests
+
+/// What must hold 1: 100,000 messages of mixed sizes (1 B to 4 MiB, some
+/// larger than the ring) arrive intact and in order in both directions.
+#[test]
+fn hundred_thousand_mixed_messages_both_directions() {
+    within(Duration::from_secs(300), "mixed messages", || {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = temp_addr(dir.path());
+        let rt = rt();
+        let mut listener = rt
+            .block_on(async { ShmListener::bind_with(&addr, opts()) })
+            .unwrap();
+        let _child = spawn_child("echo", &addr);
+        let conn = rt.block_on(listener.accept_connection()).unwrap();
+        let (mut tx, mut rx) = conn.into_split();
+        const N: usize = 100_000;
+        let block = std::sync::Arc::new(random_block());
+        let b2 = block.clone();
+        let sender = std::thread::spawn(move || {
+            for i in 0..N {
+                tx.send(&message(&b2, i)).unwrap();
+            }
+            tx
+        });
+        let mut borrowed = 0;
+        for i in 0..N {
+            let m = rx.recv().unwrap();
+            borrowed += usize::from(m.is_borrowed());
+            let want = message(&block, i);
+            assert!(
+                m.len() == want.len() && *m == want[..],
+                "message {i} of {} bytes came back as {} different bytes",
+                want.len(),
+                m.len()
+            );
+        }
+        let tx = sender.join().unwrap();
+        assert!(borrowed > N / 2, "small messages are read in place");
+        drop(tx);
+        drop(rx);
+    });
+}
+
+/// What must hold 1: the JSON-RPC Server and Client work over `shm:`
+/// unchanged, client in another process.
+#[test]
+fn json_rpc_server_and_client_over_shm() {
+    within(Duration::from_secs(120), "json-rpc", || {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = temp_addr(dir.path());
+        let rt = rt();
+        let handle = rt.block_on(async {
+            let listener = ShmListener::bind_with(&addr, ShmOptions::new()).unwrap();
+            let router = ipc_core::Router::new()
+                .method(
+                    "add",
+                    |_ctx: ipc_core::Context, (a, b): (i64, i64)| async move {
+                        Ok::<_, ipc_core::jsonrpc::ErrorObject>(a + b)
+                    },
+                )
+                .method(
+                    "echo",
+                    |_ctx: ipc_core::Context, (s,): (String,)| async move {
+                        Ok::<_, ipc_core::jsonrpc::ErrorObject>(s)
+                    },
+                );
+            ipc_core::Server::builder().build().serve(listener, router)
+        });
+        let mut child = spawn_child("rpc-client", &addr);
+        assert_eq!(wait_line(&mut child, "RPC-OK"), "RPC-OK");
+        assert!(child.0.wait().unwrap().success());
+        rt.block_on(handle.shutdown(Duration::from_secs(5)))
+            .unwrap();
+    });
+}
+
+fn hostile_case(role: &'static str, server_sends: bool) -> Error {
+    within(Duration::from_secs(60), role, move || {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = temp_addr(dir.path());
+        let rt = rt();
+        let mut listener = rt
+            .block_on(async {
+                ShmListener::bind_with(&addr, ShmOptions::new().ring_capacity(4096))
+            })
+            .unwrap();
+        let mut child = spawn_child(role, &addr);
+        let mut conn = rt.block_on(listener.accept_connection()).unwrap();
+        wait_line(&mut child, "SCRIBBLED");
+        let err = loop {
+            if server_sends {
+                if let Err(e) = conn.send(&[1u8; 1000]) {
+                    break e;
+                }
+            } else {
+                match conn.recv() {
+                    Ok(_) => continue,
+                    Err(e) => break e,
+                }
+            }
+        };
+        drop(child);
+        err
+    })
+}
+
+/// What must hold 2: garbage in the counters and lengths of a live mapping
+/// is an error, never a panic, hang or out-of-bounds access.
+#[test]
+fn hostile_head_is_corrupt() {
+    let e = hostile_case("hostile-head", false);
+    assert!(matches!(e, Error::Corrupt(_)), "{e}");
+    assert!(e.to_string().contains("head"), "{e}");
+}
+
+#[test]
+fn hostile_record_length_is_corrupt() {
+    let e = hostile_case("hostile-record", false);
+    assert!(matches!(e, Error::Corrupt(_)), "{e}");
+}
+
+#[test]
+fn hostile_tail_is_corrupt() {
+    let e = hostile_case("hostile-tail", true);
+    assert!(matches!(e, Error::Corrupt(_)), "{e}");
+}
+
+#[test]
+fn random_garbage_is_an_error_not_a_crash() {
+    for server_sends in [false, true] {
+        let e = hostile_case("hostile-random", server_sends);
+        assert!(
+            matches!(
+                e,
+                Error::Corrupt(_) | Error::FrameTooLarge { .. } | Error::Disconnected
+            ),
+            "{e}"
+        );
+    }
+}
+
+/// What must hold 3: a peer killed with SIGKILL mid-stream is reported as
+/// disconnected within 100 ms, by the blocking API and by the Transport.
+#[test]
+fn sigkill_mid_stream_is_disconnected_within_100ms() {
+    let elapsed = within(Duration::from_secs(60), "sigkill", || {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = temp_addr(dir.path());
+        let rt = rt();
+        let mut listener = rt
+            .block_on(async { ShmListener::bind_with(&addr, opts()) })
+            .unwrap();
+        let mut child = spawn_child("flood", &addr);
+        let mut conn = rt.block_on(listener.accept_connection()).unwrap();
+        // Receive a while, then kill the sender mid-stream.
+        for _ in 0..200 {
+            conn.recv().unwrap();
+        }
+        let (done_tx, done_rx) = mpsc::channel();
+        let reader = std::thread::spawn(move || loop {
+            match conn.recv() {
+                Ok(_) => continue,
+                Err(e) => {
+                    let _ = done_tx.send((Instant::now(), e));
+                    return;
+                }
+            }
+        });
+        let killed = Instant::now();
+        child.0.kill().unwrap();
+        let (at, err) = done_rx.recv().unwrap();
+        reader.join().unwrap();
+        assert!(matches!(err, Error::Disconnected), "{err}");
+        at.saturating_duration_since(killed)
+    });
+    eprintln!("blocking API saw SIGKILL after {elapsed:?}");
+    assert!(elapsed < Duration::from_millis(100), "took {elapsed:?}");
+
+    // The async Transport: the socket's hang-up wakes the reader.
+    let elapsed = within(Duration::from_secs(60), "sigkill async", || {
+        use tokio::io::AsyncReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let addr = temp_addr(dir.path());
+        let rt = rt();
+        rt.block_on(async {
+            let mut listener = ShmListener::bind_with(&addr, opts()).unwrap();
+            let mut child = spawn_child("flood", &addr);
+            let mut t = listener.accept_shm().await.unwrap();
+            let mut buf = vec![0u8; 1 << 16];
+            let mut total = 0;
+            while total < 10 << 20 {
+                total += t.read(&mut buf).await.unwrap();
+            }
+            let killed = Instant::now();
+            child.0.kill().unwrap();
+            loop {
+                match t.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => continue,
+                }
+            }
+            killed.elapsed()
+        })
+    });
+    eprintln!("async Transport saw SIGKILL after {elapsed:?}");
+    assert!(elapsed < Duration::from_millis(100), "took {elapsed:?}");
+}
+
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills the zeroed struct we pass; RUSAGE_SELF covers
+    // every thread of this process.
+    let u = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, &mut u), 0);
+        u
+    };
+    let t = |tv: libc::timeval| {
+        Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64)
+    };
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// What must hold 4: idle connections (a blocking receiver and an async
+/// reader, both waiting) use no CPU after the spin period. Measured in a
+/// child process of its own, so other tests running in this one do not
+/// count.
+#[test]
+fn idle_connection_uses_no_cpu() {
+    let used = within(Duration::from_secs(60), "idle", || {
+        let dir = tempfile::tempdir().unwrap();
+        let mut host = spawn_child("idle-host", &temp_addr(dir.path()));
+        let line = wait_line(&mut host, "CPU ");
+        assert!(host.0.wait().unwrap().success(), "the idle host failed");
+        Duration::from_micros(line[4..].parse().unwrap())
+    });
+    eprintln!("CPU used by a process with two idle connections over one second: {used:?}");
+    // A spinning waiter would use the whole second.
+    assert!(
+        used < Duration::from_millis(100),
+        "idle connections used {used:?} of CPU in 1 s"
+    );
+}
+
+/// The measuring side of [`idle_connection_uses_no_cpu`].
+fn idle_host(base: &Address) {
+    let Address::Shm(p) = base else { panic!() };
+    let dir = Path::new(p).parent().unwrap();
+    let addr = temp_addr(&dir.join("a"));
+    let addr2 = temp_addr(&dir.join("b"));
+    std::fs::create_dir_all(dir.join("a")).unwrap();
+    std::fs::create_dir_all(dir.join("b")).unwrap();
+    let rt = rt();
+    let mut listener = rt
+        .block_on(async { ShmListener::bind_with(&addr, opts()) })
+        .unwrap();
+    let mut listener2 = rt
+        .block_on(async { ShmListener::bind_with(&addr2, opts()) })
+        .unwrap();
+    let mut child = spawn_child("idle", &addr);
+    let mut child2 = spawn_child("idle", &addr2);
+    let mut conn = rt.block_on(listener.accept_connection()).unwrap();
+    let mut t = rt.block_on(listener2.accept_shm()).unwrap();
+    wait_line(&mut child, "CONNECTED");
+    wait_line(&mut child2, "CONNECTED");
+    let blocked = std::thread::spawn(move || conn.recv().map(|m| m.len()));
+    let pending = rt.spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut b = [0u8; 16];
+        t.read(&mut b).await
+    });
+    std::thread::sleep(Duration::from_millis(200)); // past every spin period
+    let before = cpu_time();
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_time() - before;
+    println!("CPU {}", used.as_micros());
+    // Closing the children's stdin ends them; the waiters see it.
+    drop(child.0.stdin.take());
+    drop(child2.0.stdin.take());
+    assert!(matches!(blocked.join().unwrap(), Err(Error::Disconnected)));
+    assert_eq!(rt.block_on(pending).unwrap().unwrap(), 0);
+}
+
+/// What must hold 5: another user cannot obtain the mapping. With the
+/// default owner-only socket they cannot even connect; with the socket
+/// opened to everyone, the auth policy refuses them before any descriptor is
+/// sent. Needs root (the child drops to `nobody`).
+#[test]
+fn another_user_cannot_obtain_the_mapping() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to run the peer as another user");
+        return;
+    }
+    within(Duration::from_secs(60), "other user", || {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let rt = rt();
+        for (mode, expected) in [
+            (0o600, "RESULT permission-denied"),
+            (0o666, "RESULT unauthorized"),
+        ] {
+            let addr = temp_addr(&PathBuf::from(dir.path()));
+            let opts = ShmOptions::new()
+                .socket_mode(mode)
+                .auth(AuthPolicy::SameUser);
+            let listener = rt
+                .block_on(async { ShmListener::bind_with(&addr, opts) })
+                .unwrap();
+            let mut child = spawn_child("other-user", &addr);
+            assert_eq!(
+                wait_line(&mut child, "RESULT"),
+                expected,
+                "socket mode {mode:o}"
+            );
+            drop(listener);
+        }
+    });
+}
