@@ -584,10 +584,11 @@ pub(crate) fn create_node<T>(
         existing
     };
     staging.publish(loc, kind, existing, endpoint)?;
-    drop(lock);
     // The rename kept the inode; make sure the path now names it, and
     // record its identity as it is now (the rename changed its ctime).
-    match loc.lstat() {
+    let published = loc.lstat();
+    drop(lock);
+    match published {
         Ok(Some(m)) if m.id == meta.id => Ok((made, m.stamp())),
         _ => Err(Error::Insecure {
             endpoint: endpoint.to_owned(),
