@@ -1,4 +1,4 @@
-//! The conformance suite for [`Transport`] and [`Listener`] backends: the
+//! The conformance suite for [`Transport`](crate::Transport) and [`Listener`] backends: the
 //! behaviour every backend (Unix sockets, named pipes, shared memory, TCP)
 //! must show, written once against the traits.
 //!
