@@ -28,7 +28,13 @@
 //! - [`queued_connections_and_cancelled_accept`]: connections made before
 //!   `accept` is called, or while an `accept` future is dropped, are not lost;
 //! - [`second_bind_in_use`]: binding a live endpoint again is
-//!   [`Error::AddressInUse`] and leaves the first server working.
+//!   [`Error::AddressInUse`] and leaves the first server working;
+//! - [`rpc_round_trip`]: the JSON-RPC [`Server`](crate::Server) and
+//!   [`Client`](crate::Client) work over the backend unchanged: concurrent
+//!   requests, a batch, notifications pushed in order;
+//! - [`rpc_bad_frames`]: garbage JSON gets -32700 and the connection lives
+//!   on; a frame longer than the maximum closes only that connection, with
+//!   nothing allocated for it; other connections are unaffected.
 //!
 //! Each test runs under a deadline (and a watchdog thread for hangs that
 //! block the runtime), so a hung backend fails the test instead of hanging
@@ -161,7 +167,9 @@ macro_rules! conformance_tests {
             concurrent_connections,
             peer_disconnects_mid_stream,
             queued_connections_and_cancelled_accept,
-            second_bind_in_use
+            second_bind_in_use,
+            rpc_round_trip,
+            rpc_bad_frames
         );
     };
     ($make:expr; $($test:ident),+ $(,)?) => {
@@ -707,4 +715,160 @@ pub async fn second_bind_in_use(b: &dyn Backend) {
         ok(b, "accept", server),
     ));
     ok(b, "close", again.close());
+}
+
+fn rpc_router() -> crate::Router {
+    use crate::jsonrpc::ErrorObject;
+    crate::Router::new()
+        .method("echo", |_ctx, v: serde_json::Value| async move {
+            Ok::<_, ErrorObject>(v)
+        })
+        .method("count", |ctx: crate::Context, (n,): (u64,)| async move {
+            let sink = ctx.sink();
+            tokio::spawn(async move {
+                for i in 0..n {
+                    if sink.send("tick", (i,)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok::<_, ErrorObject>(n)
+        })
+}
+
+/// JSON-RPC over the backend: 16 tasks × 50 requests on one client, a batch,
+/// and 500 notifications that arrive in order.
+pub async fn rpc_round_trip(b: &dyn Backend) {
+    use futures::StreamExt;
+    let listener = ok(b, "bind", b.bind().await);
+    let addr = listener.local_addr().clone();
+    let server = crate::Server::builder()
+        .build()
+        .serve(listener, rpc_router());
+    let client = crate::Client::new(ok(b, "connect", b.connect(&addr).await));
+    let mut ticks = client.notifications("tick");
+    let n: u64 = ok(b, "count", client.request("count", (500,)).await);
+    let mut tasks = Vec::new();
+    for t in 0..16u64 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50u64 {
+                let v = serde_json::json!({"t": t, "i": i, "pad": "x".repeat(i as usize * 7)});
+                let back: serde_json::Value = c.request("echo", &v).await.expect("echo");
+                assert_eq!(back, v, "response matched to the wrong request");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("request task");
+    }
+    let results = ok(
+        b,
+        "batch",
+        async {
+            client
+                .batch()
+                .request("echo", (1,))?
+                .notify("echo", (2,))?
+                .request("missing", ())?
+                .send()
+                .await
+        }
+        .await,
+    );
+    assert_eq!(results.len(), 2, "[{}] one result per request", b.name());
+    assert_eq!(
+        results[0].as_ref().expect("echo in batch"),
+        &serde_json::json!([1])
+    );
+    assert!(
+        matches!(&results[1], Err(Error::Rpc(e)) if e.code == crate::jsonrpc::ErrorObject::METHOD_NOT_FOUND),
+        "[{}] {:?}",
+        b.name(),
+        results[1]
+    );
+    for i in 0..n {
+        let note = ticks.next().await.expect("notification stream ended early");
+        assert_eq!(
+            note.params,
+            Some(serde_json::json!([i])),
+            "[{}] notifications out of order",
+            b.name()
+        );
+    }
+    ok(
+        b,
+        "shutdown",
+        server.shutdown(Duration::from_secs(10)).await,
+    );
+}
+
+/// Garbage JSON, then an oversize frame, on raw connections beside a
+/// well-behaved client.
+pub async fn rpc_bad_frames(b: &dyn Backend) {
+    let listener = ok(b, "bind", b.bind().await);
+    let addr = listener.local_addr().clone();
+    let server = crate::Server::builder()
+        .max_frame_len(64 * 1024)
+        .build()
+        .serve(listener, rpc_router());
+    let bystander = crate::Client::new(ok(b, "connect", b.connect(&addr).await));
+    let _: u64 = ok(b, "warm-up", bystander.request("count", (0,)).await);
+
+    let mut raw = ok(b, "connect", b.connect(&addr).await);
+    let garbage = b"{not json";
+    let mut frame = (garbage.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(garbage);
+    ok(b, "write garbage", raw.write_all(&frame).await);
+    let reply = read_len_frame(b, &mut raw).await;
+    assert_eq!(reply["error"]["code"], -32700, "[{}] {reply}", b.name());
+    assert_eq!(
+        reply["id"],
+        serde_json::Value::Null,
+        "[{}] {reply}",
+        b.name()
+    );
+    let req = br#"{"jsonrpc":"2.0","method":"echo","params":["still here"],"id":7}"#;
+    let mut frame = (req.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(req);
+    ok(b, "write request", raw.write_all(&frame).await);
+    let reply = read_len_frame(b, &mut raw).await;
+    assert_eq!(
+        reply["result"],
+        serde_json::json!(["still here"]),
+        "[{}] {reply}",
+        b.name()
+    );
+
+    // Declares 1 GiB: refused from the header alone, connection closed.
+    ok(
+        b,
+        "write oversize header",
+        raw.write_all(&(1u32 << 30).to_be_bytes()).await,
+    );
+    let mut rest = Vec::new();
+    match raw.read_to_end(&mut rest).await {
+        Ok(_) => assert!(
+            rest.is_empty(),
+            "[{}] no reply to an oversize frame",
+            b.name()
+        ),
+        Err(e) => assert!(is_disconnect_kind(e.kind()), "[{}] {e}", b.name()),
+    }
+
+    let back: serde_json::Value = ok(b, "bystander", bystander.request("echo", ("fine",)).await);
+    assert_eq!(back, serde_json::json!(["fine"]));
+    ok(
+        b,
+        "shutdown",
+        server.shutdown(Duration::from_secs(10)).await,
+    );
+}
+
+async fn read_len_frame(b: &dyn Backend, t: &mut BoxTransport) -> serde_json::Value {
+    let mut len = [0u8; 4];
+    ok(b, "read frame header", t.read_exact(&mut len).await);
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    ok(b, "read frame body", t.read_exact(&mut body).await);
+    ok(b, "parse reply", serde_json::from_slice(&body))
 }

@@ -163,7 +163,7 @@ pub struct Server {
 pub struct ConnectionInfo {
     /// Unique within the server.
     pub id: u64,
-    /// The peer, as printed by [`PeerInfo`]'s `Display`.
+    /// The peer, as printed by [`PeerInfo`](crate::PeerInfo)'s `Display`.
     pub peer: String,
     /// Peer pid, uid and gid where known.
     pub pid: Option<u32>,
@@ -257,7 +257,7 @@ impl ServerControl {
             .map(|e| e.sink.clone())
     }
 
-    /// Asks the server to stop accepting and to finish; [`ServerHandle::wait`]
+    /// Asks the server to stop accepting and to finish; [`ServerHandle::stopped`]
     /// and [`ServerHandle::shutdown`] observe it.
     pub fn request_shutdown(&self) {
         self.shared.stopping.cancel();
