@@ -21,6 +21,8 @@ pub const ADDR_VAR: &str = "IPC_ABUSE_ADDR";
 /// Environment variable with the child server's configuration
 /// (`key=value,key=value`; see [`ServerSpec`]).
 pub const SPEC_VAR: &str = "IPC_ABUSE_SPEC";
+/// Environment variable with the file `mark` appends executed tags to.
+pub const LEDGER_VAR: &str = "IPC_ABUSE_LEDGER";
 
 /// How a child server is configured.
 #[derive(Debug, Clone, Default)]
@@ -99,6 +101,8 @@ impl ServerSpec {
 /// - `served()`: how many `echo` calls this server answered.
 /// - `connections()`: how many connections the server has now.
 /// - `pid()`: the server's process id.
+/// - `mark(tag, ms)`: appends `tag` to the ledger file `$IPC_ABUSE_LEDGER`,
+///   sleeps `ms`, returns `{"tag", "pid"}`.
 pub fn abuse_router() -> Router {
     let served = Arc::new(AtomicU64::new(0));
     let counter = Arc::clone(&served);
@@ -130,6 +134,24 @@ pub fn abuse_router() -> Router {
         .method("pid", |_ctx: Context, (): ()| async move {
             Ok::<_, ErrorObject>(std::process::id())
         })
+        .method(
+            "mark",
+            |_ctx: Context, (tag, ms): (String, u64)| async move {
+                // Records the call in the ledger first: it was executed even if
+                // the answer never arrives.
+                let ledger = std::env::var(LEDGER_VAR)
+                    .map_err(|_| ErrorObject::internal("no ledger configured"))?;
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(ledger)
+                    .map_err(ErrorObject::internal)?;
+                std::io::Write::write_all(&mut f, format!("{tag}\n").as_bytes())
+                    .map_err(ErrorObject::internal)?;
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok::<_, ErrorObject>(json!({"tag": tag, "pid": std::process::id()}))
+            },
+        )
 }
 
 /// Sets the soft `RLIMIT_NOFILE` to `n` (at most the hard limit); returns the
