@@ -26,6 +26,8 @@ use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 
 mod charts;
+#[cfg(all(unix, feature = "iceoryx2"))]
+mod iox;
 mod mech;
 mod memcpy;
 #[cfg(unix)]

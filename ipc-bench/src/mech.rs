@@ -220,6 +220,8 @@ pub fn all() -> Vec<Mechanism> {
         v.extend(crate::shm::mechanisms());
         v.extend(crate::peers::mechanisms());
         v.extend(crate::peers_rpc::mechanisms());
+        #[cfg(feature = "iceoryx2")]
+        v.push(crate::iox::mechanism());
     }
     v
 }
@@ -230,6 +232,11 @@ pub fn not_built() -> Vec<(&'static str, &'static str)> {
     let mut v = Vec::new();
     #[cfg(unix)]
     v.extend(crate::peers_rpc::not_built());
+    #[cfg(not(feature = "iceoryx2"))]
+    v.push((
+        "iceoryx2",
+        "built without the `iceoryx2` feature of ipc-bench",
+    ));
     v
 }
 
