@@ -4,30 +4,4 @@
 //! same again).
 #![no_main]
 
-use ipc_core::{Address, Error};
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let Ok(input) = std::str::from_utf8(data) else {
-        return;
-    };
-    match input.parse::<Address>() {
-        Ok(address) => {
-            let shown = address.to_string();
-            let again: Address = shown.parse().unwrap_or_else(|e| {
-                panic!("{input:?} parsed, but its display {shown:?} did not: {e}")
-            });
-            assert_eq!(again, address, "{input:?} -> {shown:?} changed the address");
-            assert_eq!(again.to_string(), shown);
-            assert!(shown.starts_with(address.scheme()));
-        }
-        Err(e) => {
-            assert!(
-                matches!(e, Error::InvalidAddress { .. }),
-                "{input:?}: {e:?}"
-            );
-            let message = e.to_string();
-            assert!(message.contains("expected"), "{input:?}: {message}");
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ipc_fuzz::check_address(data));

@@ -12,7 +12,8 @@
 //! each run is kept in `<target dir>/fuzz-logs/<target>.log`; the summary
 //! prints executions, coverage and peak RSS per target. A crash or a failed
 //! property leaves its input in `fuzz/artifacts/<target>/` and fails the
-//! task; turn it into a regression test in `ipc-core/tests/fuzz_regressions.rs`.
+//! task; once fixed, copy the input into `fuzz/corpus/<target>/`, which
+//! `ipc-core/tests/fuzz_regressions.rs` replays in every test run.
 //!
 //! Needs the nightly toolchain; installs cargo-fuzz
 //! (`cargo install cargo-fuzz --locked`) when it is missing.
