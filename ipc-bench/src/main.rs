@@ -269,6 +269,7 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     });
+    let load_before = sys::load_average();
     let tty = std::io::stderr().is_terminal();
     let bar = run::progress(plan.steps() * chosen.len() as u64);
     let mut mechanisms = Vec::new();
@@ -290,7 +291,10 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
         started_unix: started,
         started: sys::utc(started),
         command,
-        machine: sys::Machine::detect(),
+        machine: sys::Machine {
+            load: [load_before, sys::load_average()],
+            ..sys::Machine::detect()
+        },
         settings: plan.settings.clone(),
         mechanisms,
         not_built: mech::not_built()

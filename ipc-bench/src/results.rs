@@ -640,7 +640,9 @@ impl Run {
         );
         let _ = writeln!(
             out,
-            "ratios (x) are to the mechanism in column 'vs', measured in this run; latency = round trip\n"
+            "load average {}; ratios (x) are to the mechanism in column 'vs', measured in this run; \
+             latency = round trip\n",
+            fmt_load(self.machine.load)
         );
         for (title, t) in self.tables() {
             if !t.rows.is_empty() {
@@ -692,8 +694,14 @@ impl Run {
         let m = &self.machine;
         let _ = writeln!(
             out,
-            "- CPU: {} ({} logical CPUs available)\n- OS: {} ({})\n- Host: {}\n",
-            m.cpu, m.cpus, m.os, m.arch, m.host
+            "- CPU: {} ({} logical CPUs available)\n- OS: {} ({})\n- Host: {}\n\
+             - Load average (1 min) at start / end: {}\n",
+            m.cpu,
+            m.cpus,
+            m.os,
+            m.arch,
+            m.host,
+            fmt_load(m.load)
         );
         let _ = writeln!(out, "## Method\n");
         let _ = writeln!(
@@ -772,6 +780,11 @@ impl Run {
         }
         out
     }
+}
+
+fn fmt_load(l: [Option<f64>; 2]) -> String {
+    let f = |x: Option<f64>| x.map_or("?".to_owned(), |v| format!("{v:.2}"));
+    format!("{} -> {}", f(l[0]), f(l[1]))
 }
 
 fn capitalise(s: &str) -> String {

@@ -67,6 +67,19 @@ pub struct Machine {
     pub arch: String,
     /// Host name.
     pub host: String,
+    /// 1-minute load average when the run started and when it ended
+    /// (other work on the machine disturbs the figures, spinning ones most).
+    pub load: [Option<f64>; 2],
+}
+
+/// The 1-minute load average, where the OS tells.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 impl Machine {
@@ -92,6 +105,7 @@ impl Machine {
             os,
             arch: std::env::consts::ARCH.to_owned(),
             host,
+            load: [None, None],
         }
     }
 }
