@@ -245,17 +245,26 @@ fn step(
     // Read the peer's closed flag before looking at the ring: records it
     // published before closing are then visible.
     let closed = gone || link.bells.peer_closed() != 0;
+    let before = cons.position();
     match cons.try_recv(asm, max) {
         Ok(Recv::Empty) => {
-            // Pieces of a large message free space as they are copied.
-            link.notify();
+            // Pieces of a large message (and padding) free space as they
+            // are consumed: tell the sender, who may be waiting for it.
+            if cons.position() != before {
+                link.notify();
+            }
             if closed {
                 Err(Error::Disconnected)
             } else {
                 Ok(None)
             }
         }
-        Ok(Recv::Borrowed(rec)) => Ok(Some(Got::Borrowed(rec))),
+        Ok(Recv::Borrowed(rec)) => {
+            if cons.position() != before {
+                link.notify(); // skipped padding
+            }
+            Ok(Some(Got::Borrowed(rec)))
+        }
         Ok(Recv::Owned(v)) => {
             link.notify();
             Ok(Some(Got::Owned(v)))

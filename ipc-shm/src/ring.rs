@@ -333,6 +333,11 @@ impl Consumer {
         Ok(())
     }
 
+    /// Our tail: bytes released so far.
+    pub(crate) fn position(&self) -> u64 {
+        self.tail
+    }
+
     /// Whether a record is waiting (re-reads the head when none is known).
     pub(crate) fn has_data(&mut self) -> Result<bool> {
         if self.head == self.tail {

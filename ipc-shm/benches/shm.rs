@@ -1,0 +1,452 @@
+//! Latency and throughput of the shared-memory transport between two real
+//! processes, against the hardware floor and the peers, all in one run.
+//!
+//! `cargo bench -p ipc-shm --bench shm` (add `-- --quick` for a short run).
+//! The binary re-runs itself as the peer process (`IPC_SHM_BENCH_ROLE`).
+//! Both processes pin themselves to different CPUs.
+
+use std::hint::spin_loop;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use ipc_core::Address;
+use ipc_shm::{ShmConnection, ShmListener, ShmOptions, ShmTransport};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ROLE: &str = "IPC_SHM_BENCH_ROLE";
+const ARG: &str = "IPC_SHM_BENCH_ARG";
+const MSG: usize = 64;
+const SPIN: Duration = Duration::from_micros(50);
+
+fn main() {
+    if let Ok(role) = std::env::var(ROLE) {
+        child(&role, &std::env::var(ARG).unwrap_or_default());
+        return;
+    }
+    let quick = std::env::args().any(|a| a == "--quick");
+    let n = if quick { 20_000 } else { 200_000 };
+    let dir = tempfile::tempdir().unwrap();
+    pin(0);
+
+    println!(
+        "ipc-shm benchmark: two processes pinned to CPUs 0 and 1; {}",
+        machine()
+    );
+    println!();
+    println!("64 B round trip, {n} samples each          p50        p99      p99.9   p50 / floor");
+    let floor = floor(n);
+    report("raw busy-spin on two atomics (floor)", &floor, &floor);
+    let blocking = blocking_rtt(n, dir.path());
+    report("ipc-shm blocking message API", &blocking, &floor);
+    let asynch = async_rtt(n, dir.path());
+    report("ipc-shm async Transport, spin on", &asynch, &floor);
+    let unix = unix_rtt(n / 10, dir.path());
+    report("Unix socket backend (ipc-unix, async)", &unix, &floor);
+    println!("  iceoryx2: not measured (the crate is not built into this benchmark; see README)");
+    println!();
+    let ratio = |h: &Histogram<u64>| h.value_at_quantile(0.5) as f64;
+    println!(
+        "blocking API / floor = {:.2}x (target <= 2x); async / floor = {:.2}x (target <= 10x); Unix socket / blocking API = {:.1}x (target >= 10x)",
+        ratio(&blocking) / ratio(&floor),
+        ratio(&asynch) / ratio(&floor),
+        ratio(&unix) / ratio(&blocking),
+    );
+    println!();
+
+    println!("throughput, one way (receiver copies each message out)   ipc-shm     memcpy (1 core)   ratio");
+    for pinned in [true, false] {
+        println!(
+            "  {}",
+            if pinned {
+                "sender and receiver pinned to different CPUs:"
+            } else {
+                "placed by the scheduler (unpinned):"
+            }
+        );
+        if !pinned {
+            unpin();
+        }
+        for (size, count) in [
+            (64 << 10, if quick { 4_000 } else { 40_000 }),
+            (1 << 20, if quick { 300 } else { 3_000 }),
+        ] {
+            let shm = throughput(size, count, dir.path(), pinned);
+            let mem = memcpy_bandwidth(size);
+            println!(
+                "    {:>5} KiB messages                        {:>7.2} GB/s   {:>7.2} GB/s       {:>5.0}%",
+                size >> 10,
+                shm / 1e9,
+                mem / 1e9,
+                100.0 * shm / mem
+            );
+        }
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cpu}, {} CPUs", online_cpus())
+}
+
+fn report(name: &str, h: &Histogram<u64>, floor: &Histogram<u64>) {
+    let f = |ns: u64| {
+        if ns >= 10_000 {
+            format!("{:.1} us", ns as f64 / 1000.0)
+        } else {
+            format!("{ns} ns")
+        }
+    };
+    println!(
+        "  {name:<38} {:>9} {:>10} {:>10} {:>8.2}x",
+        f(h.value_at_quantile(0.5)),
+        f(h.value_at_quantile(0.99)),
+        f(h.value_at_quantile(0.999)),
+        h.value_at_quantile(0.5) as f64 / floor.value_at_quantile(0.5).max(1) as f64
+    );
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 10_000_000_000, 3).unwrap()
+}
+
+fn record(h: &mut Histogram<u64>, d: Duration) {
+    let _ = h.record((d.as_nanos() as u64).max(1));
+}
+
+fn online_cpus() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).max(1) as usize
+}
+
+/// Lets the scheduler place this thread on any CPU.
+fn unpin() {
+    // SAFETY: as in `pin`.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in 0..online_cpus() {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn pin(cpu: usize) {
+    let cpus = online_cpus();
+    // SAFETY: a zeroed cpu_set_t is valid; sched_setaffinity only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu % cpus, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(role: &str, arg: &str) -> Peer {
+    Peer(
+        Command::new(std::env::current_exe().unwrap())
+            .env(ROLE, role)
+            .env(ARG, arg)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawning the peer process"),
+    )
+}
+
+fn wait_ready(p: &mut Peer) {
+    let mut line = String::new();
+    BufReader::new(p.0.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("READY"), "peer said {line:?}");
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn shm_addr(dir: &std::path::Path, name: &str) -> Address {
+    format!("shm:{}", dir.join(name).display()).parse().unwrap()
+}
+
+// ------------------------------------------------------------ the floor
+
+/// Two counters on their own cache lines in a shared memfd mapping: the
+/// parent bumps `ping`, the child copies it to `pong`.
+fn floor(n: usize) -> Histogram<u64> {
+    let fd = rustix::fs::memfd_create("floor", rustix::fs::MemfdFlags::empty()).unwrap();
+    rustix::fs::ftruncate(&fd, 4096).unwrap();
+    let (ping, pong) = counters(&fd);
+    let mut peer = spawn("floor", &fd.as_raw_fd().to_string());
+    wait_ready(&mut peer);
+    let mut h = hist();
+    for i in 1..=(n + n / 10) as u64 {
+        let t = Instant::now();
+        ping.store(i, Ordering::Release);
+        while pong.load(Ordering::Acquire) != i {
+            spin_loop();
+        }
+        if i > (n / 10) as u64 {
+            record(&mut h, t.elapsed());
+        }
+    }
+    ping.store(u64::MAX, Ordering::Release);
+    h
+}
+
+fn counters(fd: &OwnedFd) -> (&'static AtomicU64, &'static AtomicU64) {
+    // SAFETY: a fresh 4 KiB shared mapping of the memfd, never unmapped
+    // (leaked for the life of the process); two aligned u64 atomics in it.
+    unsafe {
+        let p = rustix::mm::mmap(
+            std::ptr::null_mut(),
+            4096,
+            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+            rustix::mm::MapFlags::SHARED,
+            fd,
+            0,
+        )
+        .unwrap()
+        .cast::<u8>();
+        (
+            &*(p as *const AtomicU64),
+            &*(p.add(128) as *const AtomicU64),
+        )
+    }
+}
+
+// --------------------------------------------------------- round trips
+
+fn blocking_rtt(n: usize, dir: &std::path::Path) -> Histogram<u64> {
+    let addr = shm_addr(dir, "blocking.sock");
+    let rt = runtime();
+    let opts = ShmOptions::new().spin(SPIN);
+    let mut listener = rt
+        .block_on(async { ShmListener::bind_with(&addr, opts) })
+        .unwrap();
+    let _peer = spawn("blocking-echo", &addr.to_string());
+    let mut conn = rt.block_on(listener.accept_connection()).unwrap();
+    let msg = [7u8; MSG];
+    let mut h = hist();
+    for i in 0..n + n / 10 {
+        let t = Instant::now();
+        conn.send(&msg).unwrap();
+        let r = conn.recv().unwrap();
+        debug_assert_eq!(r.len(), MSG);
+        drop(r);
+        if i >= n / 10 {
+            record(&mut h, t.elapsed());
+        }
+    }
+    h
+}
+
+fn async_rtt(n: usize, dir: &std::path::Path) -> Histogram<u64> {
+    let addr = shm_addr(dir, "async.sock");
+    let rt = runtime();
+    rt.block_on(async {
+        let opts = ShmOptions::new().async_spin(SPIN);
+        let mut listener = ShmListener::bind_with(&addr, opts).unwrap();
+        let _peer = spawn("async-echo", &addr.to_string());
+        let mut t = listener.accept_shm().await.unwrap();
+        let mut buf = [7u8; MSG];
+        let mut h = hist();
+        for i in 0..n + n / 10 {
+            let t0 = Instant::now();
+            t.write_all(&buf).await.unwrap();
+            t.read_exact(&mut buf).await.unwrap();
+            if i >= n / 10 {
+                record(&mut h, t0.elapsed());
+            }
+        }
+        h
+    })
+}
+
+fn unix_rtt(n: usize, dir: &std::path::Path) -> Histogram<u64> {
+    let addr: Address = format!("unix:{}", dir.join("unix.sock").display())
+        .parse()
+        .unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let mut listener = ipc_unix::UnixListener::bind(&addr).unwrap();
+        let _peer = spawn("unix-echo", &addr.to_string());
+        let mut t = listener.accept_unix().await.unwrap();
+        let mut buf = [7u8; MSG];
+        let mut h = hist();
+        for i in 0..n + n / 10 {
+            let t0 = Instant::now();
+            t.write_all(&buf).await.unwrap();
+            t.read_exact(&mut buf).await.unwrap();
+            if i >= n / 10 {
+                record(&mut h, t0.elapsed());
+            }
+        }
+        h
+    })
+}
+
+// ----------------------------------------------------------- throughput
+
+fn throughput(size: usize, count: usize, dir: &std::path::Path, pinned: bool) -> f64 {
+    let addr = shm_addr(dir, &format!("tp{size}.sock"));
+    let rt = runtime();
+    let opts = ShmOptions::new()
+        .ring_capacity(4 << 20)
+        .max_message_len(size)
+        .spin(SPIN);
+    let mut listener = rt
+        .block_on(async { ShmListener::bind_with(&addr, opts) })
+        .unwrap();
+    let _peer = spawn("sink", &format!("{addr} {size} {count} {pinned}"));
+    let mut conn = rt.block_on(listener.accept_connection()).unwrap();
+    let msg = vec![0xa5u8; size];
+    // Warm up, then time `count` messages until the sink acknowledges.
+    for _ in 0..count / 10 {
+        conn.send(&msg).unwrap();
+    }
+    assert_eq!(&*conn.recv().unwrap(), b"warm");
+    let t = Instant::now();
+    for _ in 0..count {
+        conn.send(&msg).unwrap();
+    }
+    assert_eq!(&*conn.recv().unwrap(), b"done");
+    (size * count) as f64 / t.elapsed().as_secs_f64()
+}
+
+fn memcpy_bandwidth(size: usize) -> f64 {
+    let src = vec![0x5au8; size];
+    let mut dst = vec![0u8; size];
+    let reps = (1usize << 31) / size;
+    dst.copy_from_slice(&src);
+    let t = Instant::now();
+    for _ in 0..reps {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+    }
+    (size * reps) as f64 / t.elapsed().as_secs_f64()
+}
+
+// ------------------------------------------------------------- the peer
+
+fn child(role: &str, arg: &str) {
+    pin(1);
+    let ready = || {
+        println!("READY");
+        std::io::stdout().flush().unwrap();
+    };
+    match role {
+        "floor" => {
+            let raw: i32 = arg.parse().unwrap();
+            // SAFETY: the parent left this descriptor open for us.
+            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            let (ping, pong) = counters(&fd);
+            ready();
+            let mut last = 0;
+            loop {
+                let v = ping.load(Ordering::Acquire);
+                if v == last {
+                    spin_loop();
+                    continue;
+                }
+                if v == u64::MAX {
+                    return;
+                }
+                pong.store(v, Ordering::Release);
+                last = v;
+            }
+        }
+        "blocking-echo" => {
+            let addr: Address = arg.parse().unwrap();
+            let mut c = ShmConnection::connect(&addr, &ShmOptions::new().spin(SPIN)).unwrap();
+            let mut buf = [0u8; MSG];
+            loop {
+                let n = match c.recv() {
+                    Ok(m) => {
+                        buf[..m.len()].copy_from_slice(&m);
+                        m.len()
+                    }
+                    Err(_) => return,
+                };
+                if c.send(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+        "async-echo" => {
+            let addr: Address = arg.parse().unwrap();
+            runtime().block_on(async {
+                let opts = ShmOptions::new().async_spin(SPIN);
+                let mut t = ShmTransport::connect(&addr, &opts).await.unwrap();
+                let mut buf = [0u8; MSG];
+                while t.read_exact(&mut buf).await.is_ok() {
+                    if t.write_all(&buf).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        "unix-echo" => {
+            let addr: Address = arg.parse().unwrap();
+            runtime().block_on(async {
+                let mut t = ipc_unix::connect(&addr).await.unwrap();
+                let mut buf = [0u8; MSG];
+                while t.read_exact(&mut buf).await.is_ok() {
+                    if t.write_all(&buf).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        "sink" => {
+            let mut it = arg.split(' ');
+            let addr: Address = it.next().unwrap().parse().unwrap();
+            let size: usize = it.next().unwrap().parse().unwrap();
+            let count: usize = it.next().unwrap().parse().unwrap();
+            if it.next() == Some("false") {
+                unpin();
+            }
+            let opts = ShmOptions::new().max_message_len(size).spin(SPIN);
+            let mut c = ShmConnection::connect(&addr, &opts).unwrap();
+            let mut out = vec![0u8; size];
+            let mut take = |c: &mut ShmConnection| {
+                let m = c.recv().unwrap();
+                out[..m.len()].copy_from_slice(&m);
+                std::hint::black_box(&mut out);
+            };
+            for _ in 0..count / 10 {
+                take(&mut c);
+            }
+            c.send(b"warm").unwrap();
+            for _ in 0..count {
+                take(&mut c);
+            }
+            c.send(b"done").unwrap();
+            // Wait for the parent to hang up.
+            let _ = c.recv();
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
