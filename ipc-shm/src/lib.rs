@@ -25,6 +25,7 @@
 //! ```no_run
 //! use ipc_shm::{ShmConnection, ShmListener, ShmOptions};
 //!
+//! # #[allow(dead_code)]
 //! # async fn run() -> ipc_core::Result<()> {
 //! let addr = "shm:demo".parse()?;
 //! let mut listener = ShmListener::bind(&addr)?;

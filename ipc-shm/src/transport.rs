@@ -373,6 +373,7 @@ impl ShmConnection {
 /// use ipc_core::Listener;
 /// use ipc_shm::{ShmListener, ShmOptions};
 ///
+/// # #[allow(dead_code)]
 /// # async fn run() -> ipc_core::Result<()> {
 /// let mut listener = ShmListener::bind_with(&"shm:fast".parse()?, ShmOptions::new())?;
 /// let conn = listener.accept().await?; // a BoxTransport
