@@ -4,6 +4,7 @@
 //! cargo run --example admin                    # demo: starts a server process, calls it, shuts it down
 //! cargo run --example admin -- serve ADDRESS   # run only the server
 //! cargo run --example admin -- call ADDRESS    # run only the client against a running server
+//! cargo run --example admin -- demo ADDRESS    # the demo on another address, e.g. pipe:name on Windows
 //! ```
 //!
 //! The server offers `node_info`, `peers`, `echo`, `heartbeat_subscribe`
@@ -127,15 +128,17 @@ async fn call(address: &str) -> ipc::Result<()> {
     Ok(())
 }
 
-fn demo() -> ipc::Result<()> {
+fn demo(address: Option<&str>) -> ipc::Result<()> {
     // A private directory for the socket on Unix; a named pipe on Windows.
     let dir = std::env::temp_dir().join(format!("ipc-admin-demo-{}", std::process::id()));
-    let address = if cfg!(unix) {
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| ipc::Error::io("creating the demo directory", e))?;
-        format!("unix:{}", dir.join("admin.sock").display())
-    } else {
-        format!("local:ipc-admin-demo-{}", std::process::id())
+    let address = match address {
+        Some(a) => a.to_owned(),
+        None if cfg!(unix) => {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| ipc::Error::io("creating the demo directory", e))?;
+            format!("unix:{}", dir.join("admin.sock").display())
+        }
+        None => format!("local:ipc-admin-demo-{}", std::process::id()),
     };
     let exe = std::env::current_exe().map_err(|e| ipc::Error::io("finding this executable", e))?;
     let mut server = Command::new(exe)
@@ -174,11 +177,12 @@ fn main() {
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.as_slice() {
-        [] => demo(),
+        [] => demo(None),
+        [cmd, address] if cmd == "demo" => demo(Some(address)),
         [cmd, address] if cmd == "serve" => tokio_main(serve(address)),
         [cmd, address] if cmd == "call" => tokio_main(call(address)),
         _ => {
-            eprintln!("usage: admin [serve ADDRESS | call ADDRESS]   (no arguments: run the two-process demo)");
+            eprintln!("usage: admin [serve ADDRESS | call ADDRESS | demo ADDRESS]   (no arguments: run the two-process demo)");
             std::process::exit(2);
         }
     };
