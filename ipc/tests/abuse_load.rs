@@ -175,7 +175,7 @@ async fn slow_and_silent_connections_are_closed_and_do_not_block_others() {
     let dir = temp_dir();
     let (address, _) = unix_address(dir.path(), "slow.sock");
     let spec = ServerSpec {
-        frame_timeout_ms: Some(3_000),
+        frame_timeout_ms: Some(5_000),
         idle_timeout_ms: Some(3_000),
         nofile: Some(4096),
         ..Default::default()

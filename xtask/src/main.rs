@@ -5,8 +5,9 @@
 //!
 //! - `ci [--skip-cross] [--quick] [--fail-fast]`: what CI runs on every OS, in
 //!   order: `cargo fmt --check`, `cargo clippy -D warnings`, the tests (with
-//!   cargo-nextest when installed, plus the doc tests), and on Linux the
-//!   cross-target step. Prints each step with its duration, then a summary
+//!   cargo-nextest when installed, plus the doc tests), the decoder tests
+//!   under Miri and a short fuzz pass (with a nightly toolchain), and on
+//!   Linux the cross-target step. Prints each step with its duration, then a summary
 //!   table; exits non-zero when any step failed.
 //! - `cross [cargo scope args]`: runs the cross-target script (Windows under
 //!   Wine, macOS type-check), see [`cross`].
@@ -36,14 +37,21 @@ usage: cargo xtask <task> [args]
 
 tasks:
   ci [--skip-cross] [--quick] [--fail-fast]
-        fmt --check, clippy -D warnings, tests and doc tests, cross-target checks
+        fmt --check, clippy -D warnings, tests and doc tests, Miri on the
+        decoders, a short fuzz pass, cross-target checks
         --skip-cross  leave out the cross-target step
-        --quick       leave out the cross-target step and the doc tests
+        --quick       leave out the cross-target, doc-test, Miri and fuzz steps
         --fail-fast   stop at the first failing step
   cross [cargo scope args]
         Windows (check + tests under Wine) and macOS (type-check) from Linux,
         via ../shared/tools/xtarget.sh or $IPC_XTARGET
-  bench | fuzz | soak [args]
+  fuzz [--seconds N] [--target T]... [--jobs J] [--sanitizer S] [--list]
+        run the cargo-fuzz targets (nightly; installs cargo-fuzz), default 60 s each
+  fuzz miri
+        the decoder and parser unit tests under Miri
+  soak [--seconds N] [--connections C] [--idle I] [--seed S]
+        a server process under mixed load and killed clients; prints the figures
+  bench [args]
 ";
 
 fn main() -> ExitCode {
