@@ -12,11 +12,10 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::jsonrpc::{to_params, ErrorObject, Notification};
+use crate::outbox::Outbox;
 use crate::peer::PeerInfo;
 use crate::server::ServerControl;
 
@@ -54,10 +53,7 @@ impl<H: Handler + ?Sized> Handler for Arc<H> {
 /// filling is disconnected rather than buffered without bound.
 #[derive(Clone)]
 pub struct NotificationSink {
-    pub(crate) tx: mpsc::Sender<Bytes>,
-    pub(crate) closed: CancellationToken,
-    pub(crate) connection: u64,
-    pub(crate) write_timeout: std::time::Duration,
+    pub(crate) outbox: Outbox,
 }
 
 impl NotificationSink {
@@ -66,78 +62,42 @@ impl NotificationSink {
     ///
     /// # Errors
     ///
-    /// [`Error::Disconnected`] when the client is gone, or when its send queue
-    /// was full (the connection is then closed: the client is not keeping up).
+    /// [`Error::Disconnected`](crate::Error::Disconnected) when the client is gone, or when its send
+    /// buffer was full (the connection is then closed: the client is not
+    /// keeping up).
     pub fn notify(&self, method: &str, params: impl Serialize) -> Result<()> {
-        self.send_raw(encode_notification(method, params)?)
+        self.outbox.try_send(encode_notification(method, params)?)
     }
 
-    /// Sends `method` with `params`, waiting while the client's send queue
+    /// Sends `method` with `params`, waiting while the client's send buffer
     /// is full: for streams where every item matters. A client that stays
     /// behind for the server's write timeout is disconnected.
     ///
     /// # Errors
     ///
-    /// [`Error::Disconnected`] when the client is gone or was disconnected
+    /// [`Error::Disconnected`](crate::Error::Disconnected) when the client is gone or was disconnected
     /// for not reading.
     pub async fn send(&self, method: &str, params: impl Serialize) -> Result<()> {
-        let frame = encode_notification(method, params)?;
-        if self.closed.is_cancelled() {
-            return Err(Error::Disconnected);
-        }
-        let sent = tokio::select! {
-            _ = self.closed.cancelled() => return Err(Error::Disconnected),
-            r = self.tx.send_timeout(frame, self.write_timeout) => r,
-        };
-        match sent {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                tracing::warn!(
-                    connection = self.connection,
-                    timeout = ?self.write_timeout,
-                    "the client is not reading its notifications; closing the connection"
-                );
-                self.closed.cancel();
-                Err(Error::Disconnected)
-            }
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err(Error::Disconnected),
-        }
+        self.outbox.send(encode_notification(method, params)?).await
     }
 
     pub(crate) fn send_raw(&self, frame: Bytes) -> Result<()> {
-        if self.closed.is_cancelled() {
-            return Err(Error::Disconnected);
-        }
-        match self.tx.try_send(frame) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(
-                    connection = self.connection,
-                    "send queue full: the client is not reading its messages; closing the connection"
-                );
-                self.closed.cancel();
-                Err(Error::Disconnected)
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Error::Disconnected),
-        }
+        self.outbox.try_send(frame)
     }
 
     /// True once the client is gone.
     pub fn is_closed(&self) -> bool {
-        self.closed.is_cancelled() || self.tx.is_closed()
+        self.outbox.is_closed()
     }
 
     /// Waits until the client is gone.
     pub async fn closed(&self) {
-        tokio::select! {
-            _ = self.closed.cancelled() => {}
-            _ = self.tx.closed() => {}
-        }
+        self.outbox.closed().await
     }
 
     /// The id of the connection this sink writes to.
     pub fn connection_id(&self) -> u64 {
-        self.connection
+        self.outbox.connection
     }
 }
 
@@ -152,7 +112,7 @@ fn encode_notification(method: &str, params: impl Serialize) -> Result<Bytes> {
 impl fmt::Debug for NotificationSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NotificationSink")
-            .field("connection", &self.connection)
+            .field("connection", &self.outbox.connection)
             .field("closed", &self.is_closed())
             .finish()
     }
@@ -174,14 +134,14 @@ impl Context {
 
     /// The id of the connection the call came on.
     pub fn connection_id(&self) -> u64 {
-        self.sink.connection
+        self.sink.outbox.connection
     }
 
     /// Pushes a notification to the caller.
     ///
     /// # Errors
     ///
-    /// [`Error::Disconnected`] when the caller is gone or not reading.
+    /// [`Error::Disconnected`](crate::Error::Disconnected) when the caller is gone or not reading.
     pub fn notify(&self, method: &str, params: impl Serialize) -> Result<()> {
         self.sink.notify(method, params)
     }

@@ -20,6 +20,7 @@ pub mod error;
 mod handler;
 pub mod jsonrpc;
 pub mod memory;
+mod outbox;
 pub mod peer;
 pub mod server;
 pub mod transport;

@@ -23,6 +23,7 @@ use crate::codec::{FrameCodec, Framing, DEFAULT_MAX_FRAME_LEN};
 use crate::error::{Error, Result};
 use crate::handler::{Context, Handler, NotificationSink};
 use crate::jsonrpc::{self, to_params, ErrorObject, Id, Incoming, Message, Notification, Response};
+use crate::outbox::{Outbox, Outgoing};
 use crate::peer::AuthPolicy;
 use crate::transport::{BoxTransport, Listener};
 
@@ -33,6 +34,7 @@ pub struct ServerConfig {
     max_connections: usize,
     max_in_flight: usize,
     send_queue: usize,
+    send_buffer: usize,
     idle_timeout: Option<Duration>,
     frame_timeout: Duration,
     write_timeout: Duration,
@@ -47,6 +49,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             max_in_flight: 64,
             send_queue: 1024,
+            send_buffer: 4 * 1024 * 1024,
             idle_timeout: None,
             frame_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
@@ -86,6 +89,13 @@ impl ServerBuilder {
     /// Frames queued for a client before it counts as not reading (default 1024).
     pub fn send_queue(mut self, frames: usize) -> Self {
         self.config.send_queue = frames.max(1);
+        self
+    }
+
+    /// Bytes queued for a client before it counts as not reading (default
+    /// 4 MiB; a single larger reply still goes out, alone).
+    pub fn send_buffer(mut self, bytes: usize) -> Self {
+        self.config.send_buffer = bytes.max(1);
         self
     }
 
@@ -480,12 +490,15 @@ async fn serve_connection<H: Handler>(
     let config = Arc::clone(&shared.config);
     let peer = Arc::new(transport.peer().clone());
     let closed = shared.abort.child_token();
-    let (tx, rx) = mpsc::channel::<Bytes>(config.send_queue);
+    let (outbox, rx) = Outbox::new(
+        config.send_queue,
+        config.send_buffer,
+        closed.clone(),
+        id,
+        config.write_timeout,
+    );
     let sink = NotificationSink {
-        tx: tx.clone(),
-        closed: closed.clone(),
-        connection: id,
-        write_timeout: config.write_timeout,
+        outbox: outbox.clone(),
     };
     shared.registry().insert(
         id,
@@ -588,7 +601,7 @@ async fn serve_connection<H: Handler>(
                             result: Err(ErrorObject::parse_error(&err)),
                         };
                         if let Ok(bytes) = serde_json::to_vec(&reply) {
-                            let _ = tx.try_send(Bytes::from(bytes));
+                            let _ = outbox.try_send(Bytes::from(bytes));
                         }
                     }
                     _ => {
@@ -615,9 +628,8 @@ async fn serve_connection<H: Handler>(
         };
         let handler = Arc::clone(&handler);
         let ctx = ctx.clone();
-        let tx = tx.clone();
+        let outbox = outbox.clone();
         let closed = closed.clone();
-        let write_timeout = config.write_timeout;
         calls.spawn(async move {
             let reply = tokio::select! {
                 _ = closed.cancelled() => None,
@@ -625,14 +637,9 @@ async fn serve_connection<H: Handler>(
             };
             drop(permit);
             if let Some(bytes) = reply {
-                match tx.send_timeout(bytes, write_timeout).await {
-                    Ok(()) => {}
-                    Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                        tracing::warn!(connection = id, timeout = ?write_timeout, "the client is not reading its responses; closing the connection");
-                        closed.cancel();
-                    }
-                    Err(mpsc::error::SendTimeoutError::Closed(_)) => {}
-                }
+                // A client that does not read within the write timeout is
+                // disconnected by the outbox.
+                let _ = outbox.send(bytes).await;
             }
         });
     }
@@ -642,7 +649,7 @@ async fn serve_connection<H: Handler>(
         _ = async { while calls.join_next().await.is_some() {} } => {}
     }
     drop(ctx);
-    drop(tx);
+    drop(outbox);
     // Let the writer send what is queued, then close; sinks kept by
     // subscriptions see the queue closed from now on.
     finishing.cancel();
@@ -707,7 +714,7 @@ async fn answer_one<H: Handler + ?Sized>(
 
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut out: W,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: mpsc::Receiver<Outgoing>,
     framing: Arc<std::sync::OnceLock<Framing>>,
     fallback: Framing,
     closed: CancellationToken,
@@ -715,6 +722,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     id: u64,
 ) {
     let mut buf = BytesMut::with_capacity(8 * 1024);
+    // Frames written in this batch keep their share of the send budget
+    // until the bytes are out.
+    let mut batch: Vec<Outgoing> = Vec::new();
     let mut draining = false;
     loop {
         let first = tokio::select! {
@@ -732,13 +742,16 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         // Our own replies are bounded only by what the framing can express.
         let mut codec = FrameCodec::new(*framing.get().unwrap_or(&fallback), u32::MAX as usize);
         buf.clear();
-        let mut frame = Some(first);
-        while let Some(f) = frame.take() {
-            if let Err(e) = codec.encode(f, &mut buf) {
+        batch.clear();
+        let mut next = Some(first);
+        while let Some(out) = next.take() {
+            let encoded = codec.encode(&out.frame[..], &mut buf);
+            batch.push(out);
+            if let Err(e) = encoded {
                 tracing::error!(connection = id, error = %e, "could not frame a reply; dropped");
             }
             if buf.len() < 256 * 1024 {
-                frame = rx.try_recv().ok();
+                next = rx.try_recv().ok();
             }
         }
         let write = async {
@@ -749,6 +762,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             _ = closed.cancelled() => return,
             r = write => r,
         };
+        batch.clear();
+        if buf.capacity() > 1024 * 1024 {
+            // Do not keep a large frame's buffer for the connection's lifetime.
+            buf = BytesMut::with_capacity(8 * 1024);
+        }
         if let Err(e) = result {
             if !crate::error::is_disconnect_kind(e.kind()) {
                 tracing::warn!(connection = id, error = %e, "write failed; closing the connection");
