@@ -165,7 +165,14 @@ fn demo(address: Option<&str>) -> ipc::Result<()> {
         .map_err(|e| ipc::Error::io("waiting for the server", e))?;
     let _ = std::fs::remove_dir_all(&dir);
     println!("[demo] server process exited with {status}");
-    result
+    result?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(ipc::Error::Protocol(format!(
+            "the server process failed ({status})"
+        )))
+    }
 }
 
 fn main() {

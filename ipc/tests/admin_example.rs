@@ -60,7 +60,7 @@ fn run_demo(address: &str) {
 
 #[test]
 fn demo_over_local_address() {
-    run_demo(&format!("local:ipc-admin-test-{}", std::process::id()));
+    run_demo(&format!("local:ipc-admin-local-{}", std::process::id()));
 }
 
 #[cfg(unix)]
@@ -73,11 +73,11 @@ fn demo_over_unix_path() {
 #[cfg(target_os = "linux")]
 #[test]
 fn demo_over_abstract_socket() {
-    run_demo(&format!("unix:@ipc-admin-test-{}", std::process::id()));
+    run_demo(&format!("unix:@ipc-admin-abstract-{}", std::process::id()));
 }
 
 #[cfg(windows)]
 #[test]
 fn demo_over_named_pipe() {
-    run_demo(&format!("pipe:ipc-admin-test-{}", std::process::id()));
+    run_demo(&format!("pipe:ipc-admin-pipe-{}", std::process::id()));
 }
