@@ -29,6 +29,20 @@ use tokio::net::UnixStream;
 use crate::region::Region;
 
 const HELLO_LEN: usize = 16;
+
+/// No SIGPIPE from a vanished client (Linux; elsewhere Rust programs ignore
+/// SIGPIPE by default).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SEND_FLAGS: SendFlags = SendFlags::NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const SEND_FLAGS: SendFlags = SendFlags::empty();
+
+/// Received descriptors are close-on-exec from the start where the OS can
+/// (elsewhere they are marked right after `recvmsg`).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const RECV_FLAGS: RecvFlags = RecvFlags::CMSG_CLOEXEC;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const RECV_FLAGS: RecvFlags = RecvFlags::empty();
 const HELLO_MAGIC: &[u8; 6] = b"IPCSHM";
 const HELLO_VERSION: u8 = 1;
 const MAX_REASON: usize = 4096;
@@ -74,13 +88,8 @@ pub(crate) async fn send_region(stream: &UnixStream, fd: &OwnedFd) -> Result<()>
         .async_io(Interest::WRITABLE, || {
             let mut anc = SendAncillaryBuffer::new(&mut space);
             anc.push(SendAncillaryMessage::ScmRights(&fds));
-            rustix::net::sendmsg(
-                stream,
-                &[std::io::IoSlice::new(&msg)],
-                &mut anc,
-                SendFlags::NOSIGNAL,
-            )
-            .map_err(std::io::Error::from)
+            rustix::net::sendmsg(stream, &[std::io::IoSlice::new(&msg)], &mut anc, SEND_FLAGS)
+                .map_err(std::io::Error::from)
         })
         .await
         .map_err(|e| Error::io("sending the shared region to the client", e))?;
@@ -102,7 +111,7 @@ pub(crate) async fn receive_region(stream: &mut UnixStream) -> Result<Arc<Region
         .async_io(Interest::READABLE, || {
             let mut anc = RecvAncillaryBuffer::new(&mut space);
             let mut iov = [IoSliceMut::new(&mut buf)];
-            let r = rustix::net::recvmsg(shared, &mut iov, &mut anc, RecvFlags::CMSG_CLOEXEC)
+            let r = rustix::net::recvmsg(shared, &mut iov, &mut anc, RECV_FLAGS)
                 .map_err(std::io::Error::from)?;
             for msg in anc.drain() {
                 if let RecvAncillaryMessage::ScmRights(received) = msg {
@@ -160,6 +169,9 @@ pub(crate) async fn receive_region(stream: &mut UnixStream) -> Result<Arc<Region
         )));
     }
     let fd = fds.pop().expect("one fd");
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)
+        .map_err(|e| Error::io("marking the shared region close-on-exec", e.into()))?;
     crate::map::open(fd)
 }
 

@@ -43,7 +43,9 @@
 #![warn(missing_docs)]
 
 pub mod layout;
+#[cfg(unix)]
 mod region;
+#[cfg(unix)]
 mod ring;
 mod sync;
 
@@ -66,6 +68,7 @@ mod transport;
 pub use blocking::{Message, ShmConnection, ShmReceiver, ShmSender};
 #[cfg(unix)]
 pub use options::{ShmOptions, DEFAULT_LIVENESS_CHECK, DEFAULT_SPIN};
+#[cfg(unix)]
 pub use region::Region;
 #[cfg(unix)]
 pub use transport::{ShmListener, ShmTransport};

@@ -3,7 +3,7 @@
 //! elsewhere. No name of the region stays visible to other processes; it
 //! travels only as a file descriptor over the authenticated socket.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -129,7 +129,7 @@ fn anonymous_file(len: usize) -> Result<OwnedFd> {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn check_sealed(fd: &OwnedFd) -> Result<()> {
     use rustix::fs::SealFlags;
-    let seals = rustix::fs::fcntl_get_seals(fd.as_fd())
+    let seals = rustix::fs::fcntl_get_seals(fd)
         .map_err(|_| Error::Protocol("the shared region is not a sealable memfd".into()))?;
     if !seals.contains(SealFlags::SHRINK) {
         return Err(Error::Protocol(

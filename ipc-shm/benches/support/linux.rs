@@ -1,9 +1,4 @@
-//! Latency and throughput of the shared-memory transport between two real
-//! processes, against the hardware floor and the peers, all in one run.
-//!
-//! `cargo bench -p ipc-shm --bench shm` (add `-- --quick` for a short run).
-//! The binary re-runs itself as the peer process (`IPC_SHM_BENCH_ROLE`).
-//! Both processes pin themselves to different CPUs.
+//! The benchmark itself (Linux: memfd, CPU pinning).
 
 use std::hint::spin_loop;
 use std::io::{BufRead, BufReader, Write};
@@ -22,7 +17,7 @@ const ARG: &str = "IPC_SHM_BENCH_ARG";
 const MSG: usize = 64;
 const SPIN: Duration = Duration::from_micros(50);
 
-fn main() {
+pub fn main() {
     if let Ok(role) = std::env::var(ROLE) {
         child(&role, &std::env::var(ARG).unwrap_or_default());
         return;
