@@ -242,35 +242,29 @@ fn step(
     max: usize,
     gone: bool,
 ) -> Result<Option<Got>> {
-    // Read the peer's closed flag before looking at the ring: records it
-    // published before closing are then visible.
-    let closed = gone || link.bells.peer_closed() != 0;
     let before = cons.position();
-    match cons.try_recv(asm, max) {
-        Ok(Recv::Empty) => {
-            // Pieces of a large message (and padding) free space as they
-            // are consumed: tell the sender, who may be waiting for it.
-            if cons.position() != before {
-                link.notify();
-            }
-            if closed {
-                Err(Error::Disconnected)
-            } else {
-                Ok(None)
+    let mut got = cons.try_recv(asm, max)?;
+    if matches!(got, Recv::Empty) {
+        // Look at the peer's closed flag only when the ring is empty, and
+        // then look at the ring once more: records the peer published before
+        // closing are visible once its closed flag is.
+        if gone || link.bells.peer_closed() != 0 {
+            got = cons.try_recv(asm, max)?;
+            if matches!(got, Recv::Empty) {
+                return Err(Error::Disconnected);
             }
         }
-        Ok(Recv::Borrowed(rec)) => {
-            if cons.position() != before {
-                link.notify(); // skipped padding
-            }
-            Ok(Some(Got::Borrowed(rec)))
-        }
-        Ok(Recv::Owned(v)) => {
-            link.notify();
-            Ok(Some(Got::Owned(v)))
-        }
-        Err(e) => Err(e),
     }
+    // Pieces of a large message and padding free space as they are
+    // consumed: tell the sender, who may be waiting for it.
+    if cons.position() != before {
+        link.notify();
+    }
+    Ok(match got {
+        Recv::Empty => None,
+        Recv::Borrowed(rec) => Some(Got::Borrowed(rec)),
+        Recv::Owned(v) => Some(Got::Owned(v)),
+    })
 }
 
 /// A received message. When the message was contiguous in the ring, it

@@ -41,6 +41,8 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 #![warn(missing_docs)]
+// The loom build models only the ring and the bells.
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 pub mod layout;
 #[cfg(unix)]
@@ -53,24 +55,24 @@ mod sync;
 mod bell;
 #[cfg(unix)]
 mod blocking;
-#[cfg(unix)]
+#[cfg(all(unix, not(loom)))]
 mod handshake;
 #[cfg(unix)]
 mod link;
-#[cfg(unix)]
+#[cfg(all(unix, not(loom)))]
 mod map;
-#[cfg(unix)]
+#[cfg(all(unix, not(loom)))]
 mod options;
-#[cfg(unix)]
+#[cfg(all(unix, not(loom)))]
 mod transport;
 
 #[cfg(unix)]
 pub use blocking::{Message, ShmConnection, ShmReceiver, ShmSender};
-#[cfg(unix)]
+#[cfg(all(unix, not(loom)))]
 pub use options::{ShmOptions, DEFAULT_LIVENESS_CHECK, DEFAULT_SPIN};
 #[cfg(unix)]
 pub use region::Region;
-#[cfg(unix)]
+#[cfg(all(unix, not(loom)))]
 pub use transport::{ShmListener, ShmTransport};
 
 #[cfg(all(test, loom))]

@@ -108,10 +108,10 @@ impl Link {
             let start = Instant::now();
             let mut n = 0u32;
             loop {
-                spin_hint();
                 if let Some(v) = ready(false)? {
                     return Ok(v);
                 }
+                spin_hint();
                 n = n.wrapping_add(1);
                 if n % 32 == 0 && start.elapsed() >= self.policy.spin {
                     break;

@@ -180,6 +180,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri has no memfd or mmap of files")]
     fn created_region_reopens_and_is_sealed() {
         let (r, fd) = create(MIN_RING_CAPACITY).unwrap();
         let r2 = open(fd.try_clone().unwrap()).unwrap();
@@ -205,6 +206,7 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
+    #[cfg_attr(miri, ignore = "Miri has no memfd or mmap of files")]
     fn unsealed_or_bad_regions_are_refused() {
         use rustix::fs::MemfdFlags;
         // Not sealed.
