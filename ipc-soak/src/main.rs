@@ -99,6 +99,15 @@ fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
 
 #[cfg(not(target_os = "linux"))]
 fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
-    let _ = command;
-    anyhow::bail!("the soak run measures memory through /proc and runs on Linux only")
+    let what = match command {
+        Command::Run(a) => format!(
+            "run {} s of load ({} connections, {} idle, seed {:?})",
+            a.seconds, a.connections, a.idle, a.seed
+        ),
+        Command::Server { address } => format!("serve {address}"),
+        Command::Victim { address, seed } => format!("call {address} (seed {seed})"),
+    };
+    anyhow::bail!(
+        "cannot {what}: the soak run measures memory through /proc and runs on Linux only"
+    )
 }
