@@ -11,7 +11,8 @@ const W: u32 = 960;
 const H: u32 = 600;
 
 fn colour(i: usize) -> RGBColor {
-    const P: [RGBColor; 12] = [
+    // 20 distinguishable colours (the "tab20" order: dark, then light, per hue).
+    const P: [RGBColor; 20] = [
         RGBColor(31, 119, 180),
         RGBColor(255, 127, 14),
         RGBColor(44, 160, 44),
@@ -23,9 +24,22 @@ fn colour(i: usize) -> RGBColor {
         RGBColor(188, 189, 34),
         RGBColor(23, 190, 207),
         RGBColor(0, 0, 0),
-        RGBColor(120, 60, 160),
+        RGBColor(174, 199, 232),
+        RGBColor(255, 187, 120),
+        RGBColor(152, 223, 138),
+        RGBColor(255, 152, 150),
+        RGBColor(197, 176, 213),
+        RGBColor(196, 156, 148),
+        RGBColor(247, 182, 210),
+        RGBColor(219, 219, 141),
+        RGBColor(158, 218, 229),
     ];
     P[i % P.len()]
+}
+
+/// A value in microseconds as a short label.
+fn us_label(v: &f64) -> String {
+    crate::results::fmt_ns(v * 1000.0)
 }
 
 type Series = (String, Vec<(f64, f64)>);
@@ -48,6 +62,7 @@ fn plot(
     y_desc: &str,
     series: &[Series],
     x_fmt: &dyn Fn(&f64) -> String,
+    y_fmt: &dyn Fn(&f64) -> String,
 ) -> anyhow::Result<()> {
     let root = SVGBackend::new(path, (W, H)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -58,16 +73,15 @@ fn plot(
         .margin(12)
         .x_label_area_size(44)
         .y_label_area_size(70)
-        .build_cartesian_2d(
-            (x0 * 0.8..x1 * 1.25).log_scale(),
-            (y0 * 0.8..y1 * 1.25).log_scale(),
-        )
+        .build_cartesian_2d((x0 - 0.5)..(x1 + 0.5), (y0 * 0.8..y1 * 1.25).log_scale())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     chart
         .configure_mesh()
         .x_desc(x_desc)
         .y_desc(y_desc)
+        .x_labels(((x1 - x0) as usize + 2).min(24))
         .x_label_formatter(x_fmt)
+        .y_label_formatter(y_fmt)
         .draw()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     for (i, (name, pts)) in series.iter().enumerate() {
@@ -90,6 +104,20 @@ fn plot(
         .with_context(|| format!("write {}", path.display()))
 }
 
+fn log2(size: usize) -> f64 {
+    (size.max(1) as f64).log2()
+}
+
+/// Labels whole powers of two on a log2(size) axis.
+fn size_label(x: &f64) -> String {
+    let r = x.round();
+    if (x - r).abs() < 1e-6 && (0.0..=40.0).contains(&r) {
+        fmt_size(1usize << (r as u32))
+    } else {
+        String::new()
+    }
+}
+
 /// Writes the charts into `dir`; returns `(file name, title)` of each written.
 pub fn write(run: &Run, dir: &Path) -> anyhow::Result<Vec<(&'static str, &'static str)>> {
     let mut written = Vec::new();
@@ -102,7 +130,7 @@ pub fn write(run: &Run, dir: &Path) -> anyhow::Result<Vec<(&'static str, &'stati
             let pts = m
                 .latency
                 .iter()
-                .filter_map(|r| r.dist.as_ref().map(|d| (r.size as f64, us(d.p50_ns))))
+                .filter_map(|r| r.dist.as_ref().map(|d| (log2(r.size), us(d.p50_ns))))
                 .collect();
             (m.name.clone(), pts)
         })
@@ -115,9 +143,10 @@ pub fn write(run: &Run, dir: &Path) -> anyhow::Result<Vec<(&'static str, &'stati
             &dir.join(file),
             title,
             "message size",
-            "p50 round trip (us)",
+            "p50 round trip",
             &by_size,
-            &|x| fmt_size(*x as usize),
+            &size_label,
+            &us_label,
         )?;
         written.push((file, title));
     }
@@ -160,8 +189,9 @@ pub fn write(run: &Run, dir: &Path) -> anyhow::Result<Vec<(&'static str, &'stati
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         chart
             .configure_mesh()
-            .x_desc("round trip (us)")
+            .x_desc("round trip")
             .y_desc("percentile")
+            .x_label_formatter(&us_label)
             .y_label_formatter(&|y| format!("{:.2}%", 100.0 - 100.0 / y))
             .draw()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -193,7 +223,7 @@ pub fn write(run: &Run, dir: &Path) -> anyhow::Result<Vec<(&'static str, &'stati
             let pts = m
                 .throughput
                 .iter()
-                .filter_map(|r| r.gb_per_s.map(|g| (r.size as f64, g)))
+                .filter_map(|r| r.gb_per_s.map(|g| (log2(r.size), g)))
                 .collect();
             (m.name.clone(), pts)
         })
@@ -208,7 +238,8 @@ pub fn write(run: &Run, dir: &Path) -> anyhow::Result<Vec<(&'static str, &'stati
             "message size",
             "GB/s",
             &tput,
-            &|x| fmt_size(*x as usize),
+            &size_label,
+            &|v| format!("{v}"),
         )?;
         written.push((file, title));
     }

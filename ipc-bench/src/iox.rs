@@ -57,6 +57,8 @@ struct Channel {
 
 impl Channel {
     fn open(base: &str, server: bool) -> io::Result<Channel> {
+        // Without a config file iceoryx2 warns that it uses its defaults, as intended here.
+        set_log_level(LogLevel::Error);
         let node = NodeBuilder::new()
             .create::<ipc::Service>()
             .map_err(|e| err("create node", e))?;

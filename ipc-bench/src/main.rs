@@ -225,10 +225,13 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
         duration_s: duration,
         latency_cap_s: if cli.quick { 1.0 } else { 5.0 },
         rates,
-        runtime: "async mechanisms run a current-thread tokio runtime in each process \
-                  (the client drives it from the benchmark thread; the server task is \
-                  spawned on it), the choice for lowest latency on one connection; \
-                  blocking mechanisms use plain threads"
+        runtime: "raw level: async mechanisms run a current-thread tokio runtime in each \
+                  process (the client drives it from the benchmark thread; the server task is \
+                  spawned on it), the choice for lowest latency on one connection; blocking \
+                  mechanisms use plain threads. JSON-RPC level: every server runs on a \
+                  two-worker multi-thread runtime, every client on one current-thread \
+                  runtime; jsonrpsee's HTTP/1.1 client serves requests in flight on one \
+                  client from its connection pool"
             .to_owned(),
     };
     let plan = run::Plan {

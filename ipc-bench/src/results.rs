@@ -329,6 +329,26 @@ impl Table {
 }
 
 impl Run {
+    /// A warning when other work kept the CPUs busy during the run.
+    pub fn load_warning(&self) -> Option<String> {
+        let cpus = self.machine.cpus as f64;
+        let worst = self
+            .machine
+            .load
+            .iter()
+            .flatten()
+            .fold(0.0f64, |a, &b| a.max(b));
+        (worst > cpus * 0.75).then(|| {
+            format!(
+                "WARNING: the load average reached {worst:.1} on {} CPUs: other work competed \
+                 for the CPUs during this run, so tails and the spinning mechanisms \
+                 (spin-shm, iceoryx2, *-spin) are disturbed; rerun on an idle machine for \
+                 figures to rely on",
+                self.machine.cpus
+            )
+        })
+    }
+
     fn mech(&self, name: &str) -> Option<&MechResult> {
         self.mechanisms.iter().find(|m| m.name == name)
     }
@@ -644,6 +664,9 @@ impl Run {
              latency = round trip\n",
             fmt_load(self.machine.load)
         );
+        if let Some(w) = self.load_warning() {
+            let _ = writeln!(out, "{w}\n");
+        }
         for (title, t) in self.tables() {
             if !t.rows.is_empty() {
                 let _ = writeln!(out, "== {title}\n{}", t.text());
@@ -703,6 +726,9 @@ impl Run {
             m.host,
             fmt_load(m.load)
         );
+        if let Some(w) = self.load_warning() {
+            let _ = writeln!(out, "**{w}**\n");
+        }
         let _ = writeln!(out, "## Method\n");
         let _ = writeln!(
             out,
