@@ -32,7 +32,13 @@ use anyhow::{bail, Context as _};
 use crate::project_root;
 
 /// The fuzz targets, in the order they run.
-pub const TARGETS: &[&str] = &["length_codec", "json_stream", "jsonrpc", "address"];
+pub const TARGETS: &[&str] = &[
+    "length_codec",
+    "json_stream",
+    "jsonrpc",
+    "address",
+    "shm_ring",
+];
 
 /// Seconds per target of the short pass `cargo xtask ci` runs.
 pub const CI_SECONDS: u64 = 10;
