@@ -48,6 +48,9 @@ pub use ipc_unix as unix;
 #[cfg(all(windows, feature = "windows"))]
 pub use ipc_windows as windows;
 
+#[cfg(all(unix, feature = "shm"))]
+pub use ipc_shm as shm;
+
 /// How a new endpoint is secured. Backends apply what fits them: a file mode
 /// and group for Unix sockets, an equivalent security descriptor for pipes.
 #[derive(Debug, Clone, Default)]
@@ -227,12 +230,33 @@ cfg_if::cfg_if! {
     }
 }
 
-async fn bind_shm(address: &Address, _: &BindOptions) -> Result<BoxListener> {
-    Err(disabled(address, "shm", ""))
-}
-
-async fn connect_shm(address: &Address) -> Result<BoxTransport> {
-    Err(disabled(address, "shm", ""))
+cfg_if::cfg_if! {
+    if #[cfg(all(unix, feature = "shm"))] {
+        async fn bind_shm(address: &Address, options: &BindOptions) -> Result<BoxListener> {
+            let mut opts = ipc_shm::ShmOptions::default();
+            if let Some(mode) = options.mode {
+                opts = opts.socket_mode(mode);
+            }
+            Ok(Box::new(ipc_shm::ShmListener::bind_with(address, opts)?))
+        }
+        async fn connect_shm(address: &Address) -> Result<BoxTransport> {
+            Ok(Box::new(ipc_shm::ShmTransport::connect(address, &ipc_shm::ShmOptions::default()).await?))
+        }
+    } else if #[cfg(feature = "shm")] {
+        async fn bind_shm(address: &Address, _: &BindOptions) -> Result<BoxListener> {
+            Err(disabled(address, "shm", " (shared memory is not yet supported on this platform)"))
+        }
+        async fn connect_shm(address: &Address) -> Result<BoxTransport> {
+            Err(disabled(address, "shm", " (shared memory is not yet supported on this platform)"))
+        }
+    } else {
+        async fn bind_shm(address: &Address, _: &BindOptions) -> Result<BoxListener> {
+            Err(disabled(address, "shm", ""))
+        }
+        async fn connect_shm(address: &Address) -> Result<BoxTransport> {
+            Err(disabled(address, "shm", ""))
+        }
+    }
 }
 
 cfg_if::cfg_if! {

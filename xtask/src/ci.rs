@@ -199,10 +199,9 @@ fn step(name: &'static str, flags: &Flags, nextest: bool) -> Step {
                     &["--no-tests=warn", "--no-fail-fast"],
                 )
             } else {
-                with_features(
-                    &["test", "--workspace", "--lib", "--bins", "--tests"],
-                    &["--no-fail-fast"],
-                )
+                // Plain `cargo test` also builds the examples, which the
+                // example tests run (it repeats the doc tests; nextest does not).
+                with_features(&["test", "--workspace"], &["--no-fail-fast"])
             };
             run_step(name, cargo_cmd(&args))
         }
