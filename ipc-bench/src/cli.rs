@@ -1,0 +1,308 @@
+//! The command line: parses arguments, runs the plan, writes the outputs.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+
+use crate::mech::{self, RpcLoad};
+use crate::results::{self, Run, Settings};
+use crate::{charts, proto, run, sys};
+
+/// Compares local IPC mechanisms across two real processes.
+#[derive(Debug, Parser)]
+#[command(name = "ipc-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+
+    /// Mechanisms to run, comma-separated (default: all; see --list).
+    #[arg(long, value_delimiter = ',')]
+    mechanism: Vec<String>,
+
+    /// Message sizes, comma-separated, e.g. 64,1KiB,64KiB,1MiB.
+    #[arg(long, value_delimiter = ',', value_parser = parse_size)]
+    size: Vec<usize>,
+
+    /// Seconds per throughput, paced and JSON-RPC test (default 1, or 0.2 with --quick).
+    #[arg(long)]
+    duration: Option<f64>,
+
+    /// Paced-mode rates in messages per second, comma-separated (default 1000,100000).
+    #[arg(long, value_delimiter = ',')]
+    rate: Vec<f64>,
+
+    /// Print the results as JSON on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+
+    /// A short pass: a tenth of the round trips, 0.2 s tests.
+    #[arg(long)]
+    quick: bool,
+
+    /// Where results.json, report.md and the SVG charts go
+    /// (default: <workspace>/target/ipc-bench).
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+
+    /// List the mechanisms and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Runs the server side of one mechanism (started by the benchmark itself).
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        mechanism: String,
+        #[arg(long)]
+        endpoint: PathBuf,
+    },
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let (num, mul) = [
+        ("mib", 1 << 20),
+        ("m", 1 << 20),
+        ("kib", 1 << 10),
+        ("k", 1 << 10),
+        ("b", 1),
+    ]
+    .iter()
+    .find_map(|(suf, mul)| lower.strip_suffix(suf).map(|n| (n.to_owned(), *mul)))
+    .unwrap_or((lower.clone(), 1));
+    let n: usize = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{t:?} is not a size; write e.g. 64, 1KiB or 1MiB"))?;
+    let b = n * mul;
+    if b == 0 || b > proto::MAX_MSG {
+        return Err(format!(
+            "{t:?} is out of range: sizes go from 1 byte to {}",
+            results::fmt_size(proto::MAX_MSG)
+        ));
+    }
+    Ok(b)
+}
+
+/// Runs the command line.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let r = match &cli.cmd {
+        Some(Cmd::Serve {
+            mechanism,
+            endpoint,
+        }) => serve(mechanism, endpoint.clone()),
+        None => bench(&cli),
+    };
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ipc-bench: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(name: &str, endpoint: PathBuf) -> anyhow::Result<()> {
+    let m = mech::find(name).with_context(|| format!("unknown mechanism {name:?}"))?;
+    if m.server == mech::ServerKind::Child {
+        // The parent holds our stdin open; when it goes away, so do we.
+        std::thread::spawn(|| {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            std::process::exit(0);
+        });
+    }
+    (m.serve)(&mech::ServeCtx { endpoint })
+}
+
+fn default_out_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(|p| p.join("target").join("ipc-bench"))
+        .unwrap_or_else(|| PathBuf::from("target/ipc-bench"))
+}
+
+fn round_trips(size: usize, quick: bool) -> u64 {
+    let base: u64 = if quick { 2_000 } else { 20_000 };
+    if size <= 4096 {
+        base
+    } else if size <= 256 * 1024 {
+        base / 4
+    } else {
+        base / 40
+    }
+}
+
+fn bench(cli: &Cli) -> anyhow::Result<()> {
+    let all = mech::all();
+    if cli.list {
+        for m in &all {
+            println!("{:<14} {:<9} {}", m.name, m.group.label(), m.about);
+        }
+        return Ok(());
+    }
+    let chosen: Vec<mech::Mechanism> = if cli.mechanism.is_empty() {
+        all.clone()
+    } else {
+        let mut v = Vec::new();
+        for name in &cli.mechanism {
+            match all.iter().find(|m| m.name == name.trim()) {
+                Some(m) => v.push(*m),
+                None => bail!(
+                    "unknown mechanism {name:?}; this build has: {}",
+                    all.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+                ),
+            }
+        }
+        v
+    };
+    let sizes = if cli.size.is_empty() {
+        vec![64, 1024, 64 * 1024, 1024 * 1024]
+    } else {
+        cli.size.clone()
+    };
+    let duration = cli.duration.unwrap_or(if cli.quick { 0.2 } else { 1.0 });
+    if !(duration > 0.0 && duration <= 3600.0) {
+        bail!("--duration {duration} is out of range: give seconds between 0 and 3600");
+    }
+    let rates = if cli.rate.is_empty() {
+        vec![1_000.0, 100_000.0]
+    } else {
+        cli.rate.clone()
+    };
+    if let Some(r) = rates.iter().find(|r| !(**r >= 1.0 && **r <= 10_000_000.0)) {
+        bail!("--rate {r} is out of range: give messages per second between 1 and 10000000");
+    }
+    let settings = Settings {
+        quick: cli.quick,
+        round_trips: sizes.iter().map(|s| round_trips(*s, cli.quick)).collect(),
+        sizes,
+        duration_s: duration,
+        latency_cap_s: if cli.quick { 1.0 } else { 5.0 },
+        rates,
+        runtime: "raw level: async mechanisms run a current-thread tokio runtime in each \
+                  process (the client drives it from the benchmark thread; the server task is \
+                  spawned on it), the choice for lowest latency on one connection; blocking \
+                  mechanisms use plain threads. JSON-RPC level: every server runs on a \
+                  two-worker multi-thread runtime, every client on one current-thread \
+                  runtime; jsonrpsee's HTTP/1.1 client serves requests in flight on one \
+                  client from its connection pool"
+            .to_owned(),
+    };
+    let plan = run::Plan {
+        rpc_loads: [(1, 1), (1, 16), (1, 64), (64, 1)]
+            .iter()
+            .map(|&(connections, in_flight)| RpcLoad {
+                connections,
+                in_flight,
+                size: 64,
+                duration: Duration::from_secs_f64(duration),
+            })
+            .collect(),
+        settings,
+    };
+
+    let out_dir = cli.out_dir.clone().unwrap_or_else(default_out_dir);
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("create the output directory {}", out_dir.display()))?;
+    // IPC_BENCH_ENDPOINT_DIR: an existing directory for the endpoints
+    // (sockets, FIFOs, mappings) instead of a fresh private one.
+    let fixed_dir = std::env::var_os("IPC_BENCH_ENDPOINT_DIR").map(PathBuf::from);
+    let tmp = tempfile::Builder::new()
+        .prefix("ipc-bench-")
+        .tempdir_in(if std::path::Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        })
+        .or_else(|_| tempfile::Builder::new().prefix("ipc-bench-").tempdir())
+        .context("create a private temp directory for endpoints")?;
+
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let command = std::env::var("IPC_BENCH_COMMAND").unwrap_or_else(|_| {
+        std::iter::once("ipc-bench".to_owned())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    let load_before = sys::load_average();
+    let tty = std::io::stderr().is_terminal();
+    let bar = run::progress(plan.steps() * chosen.len() as u64);
+    let mut mechanisms = Vec::new();
+    for (i, m) in chosen.iter().enumerate() {
+        if !tty {
+            eprintln!("ipc-bench: [{}/{}] {}", i + 1, chosen.len(), m.name);
+        }
+        mechanisms.push(run::mechanism(
+            m,
+            &plan,
+            fixed_dir.as_deref().unwrap_or(tmp.path()),
+            &bar,
+        ));
+    }
+    bar.finish_and_clear();
+
+    let run = Run {
+        tool: "ipc-bench",
+        started_unix: started,
+        started: sys::utc(started),
+        command,
+        machine: sys::Machine {
+            load: [load_before, sys::load_average()],
+            ..sys::Machine::detect()
+        },
+        settings: plan.settings.clone(),
+        mechanisms,
+        not_built: mech::not_built()
+            .into_iter()
+            .map(|(name, why)| results::NotBuilt {
+                name: name.to_owned(),
+                why: why.to_owned(),
+            })
+            .collect(),
+    };
+    let json = serde_json::to_string_pretty(&run)?;
+    let json_path = out_dir.join("results.json");
+    std::fs::write(&json_path, &json).with_context(|| format!("write {}", json_path.display()))?;
+    let charts = charts::write(&run, &out_dir).context("draw the charts")?;
+    let md_path = out_dir.join("report.md");
+    std::fs::write(&md_path, run.markdown(&charts))
+        .with_context(|| format!("write {}", md_path.display()))?;
+    if cli.json {
+        println!("{json}");
+    } else {
+        print!("{}", run.text());
+    }
+    eprintln!(
+        "ipc-bench: wrote {}, {} and {} chart(s) in {}",
+        json_path.file_name().unwrap_or_default().to_string_lossy(),
+        md_path.file_name().unwrap_or_default().to_string_lossy(),
+        charts.len(),
+        out_dir.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units_and_bad_ones_say_why() {
+        assert_eq!(parse_size("64").unwrap(), 64);
+        assert_eq!(parse_size("1KiB").unwrap(), 1024);
+        assert_eq!(parse_size("64k").unwrap(), 65536);
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert!(parse_size("2MiB").unwrap_err().contains("out of range"));
+        assert!(parse_size("lots").unwrap_err().contains("not a size"));
+    }
+}
