@@ -32,7 +32,7 @@ pub fn main() {
         machine()
     );
     println!();
-    println!("64 B round trip, {n} samples each          p50        p99      p99.9   p50 / floor");
+    println!("64 B round trip, {n} samples each              p50        p99      p99.9   p50 / floor");
     let floor = floor(n);
     report("raw busy-spin on two atomics (floor)", &floor, &floor);
     let blocking = blocking_rtt(n, dir.path());
@@ -41,13 +41,18 @@ pub fn main() {
     report("ipc-shm async Transport, spin on", &asynch, &floor);
     let unix = unix_rtt(n / 10, dir.path());
     report("Unix socket backend (ipc-unix, async)", &unix, &floor);
-    println!("  iceoryx2: not measured (the crate is not built into this benchmark; see README)");
+    let iceoryx = iceoryx2_rtt(n);
+    report("iceoryx2 0.10 publish-subscribe, polling", &iceoryx, &floor);
     println!();
     let ratio = |h: &Histogram<u64>| h.value_at_quantile(0.5) as f64;
     println!(
-        "blocking API / floor = {:.2}x (target <= 2x); async / floor = {:.2}x (target <= 10x); Unix socket / blocking API = {:.1}x (target >= 10x)",
+        "blocking API / floor = {:.2}x (target <= 2x); async / floor = {:.2}x (target <= 10x)",
         ratio(&blocking) / ratio(&floor),
         ratio(&asynch) / ratio(&floor),
+    );
+    println!(
+        "iceoryx2 / blocking API = {:.2}x (target >= 4x); Unix socket / blocking API = {:.1}x (target >= 10x)",
+        ratio(&iceoryx) / ratio(&blocking),
         ratio(&unix) / ratio(&blocking),
     );
     println!();
@@ -103,7 +108,7 @@ fn report(name: &str, h: &Histogram<u64>, floor: &Histogram<u64>) {
         }
     };
     println!(
-        "  {name:<38} {:>9} {:>10} {:>10} {:>8.2}x",
+        "  {name:<42} {:>9} {:>10} {:>10} {:>8.2}x",
         f(h.value_at_quantile(0.5)),
         f(h.value_at_quantile(0.99)),
         f(h.value_at_quantile(0.999)),
@@ -303,6 +308,87 @@ fn unix_rtt(n: usize, dir: &std::path::Path) -> Histogram<u64> {
     })
 }
 
+/// iceoryx2 as its own latency benchmark runs it: a `ping` and a `pong`
+/// publish-subscribe service of byte slices, both sides busy-polling.
+fn iceoryx2_rtt(n: usize) -> Histogram<u64> {
+    let base = format!("ipc-shm-bench-{}", std::process::id());
+    let (tx, rx) = iox::open(&base, false);
+    let mut peer = spawn("iceoryx2-echo", &base);
+    wait_ready(&mut peer);
+    let msg = [7u8; MSG];
+    let mut buf = [0u8; MSG];
+    let mut h = hist();
+    for i in 0..n + n / 10 {
+        let t = Instant::now();
+        iox::send(&tx, &msg);
+        iox::recv(&rx, &mut buf);
+        if i >= n / 10 {
+            record(&mut h, t.elapsed());
+        }
+    }
+    h
+}
+
+mod iox {
+    use iceoryx2::port::publisher::Publisher;
+    use iceoryx2::port::subscriber::Subscriber;
+    use iceoryx2::prelude::*;
+
+    pub type Tx = Publisher<ipc::Service, [u8], ()>;
+    pub type Rx = Subscriber<ipc::Service, [u8], ()>;
+
+    /// Opens this side's publisher and subscriber (the node is leaked: it
+    /// lives as long as the process).
+    pub fn open(base: &str, echo: bool) -> (Tx, Rx) {
+        set_log_level(LogLevel::Error);
+        let node = Box::leak(Box::new(
+            NodeBuilder::new()
+                .create::<ipc::Service>()
+                .expect("iceoryx2 node"),
+        ));
+        let service = |suffix: &str| {
+            let name: ServiceName = format!("{base}/{suffix}").as_str().try_into().unwrap();
+            node.service_builder(&name)
+                .publish_subscribe::<[u8]>()
+                .enable_safe_overflow(false)
+                .subscriber_max_buffer_size(8)
+                .history_size(0)
+                .open_or_create()
+                .expect("iceoryx2 service")
+        };
+        let (out, inc) = if echo {
+            ("pong", "ping")
+        } else {
+            ("ping", "pong")
+        };
+        let out = service(out);
+        let inc = service(inc);
+        let rx = inc.subscriber_builder().create().unwrap();
+        let tx = out
+            .publisher_builder()
+            .initial_max_slice_len(super::MSG)
+            .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+            .create()
+            .unwrap();
+        (tx, rx)
+    }
+
+    pub fn send(tx: &Tx, msg: &[u8]) {
+        let s = tx.loan_slice_uninit(msg.len()).unwrap();
+        s.write_from_slice(msg).send().unwrap();
+    }
+
+    pub fn recv(rx: &Rx, buf: &mut [u8]) {
+        loop {
+            if let Some(s) = rx.receive().unwrap() {
+                buf.copy_from_slice(s.payload());
+                return;
+            }
+            std::hint::spin_loop();
+        }
+    }
+}
+
 // ----------------------------------------------------------- throughput
 
 fn throughput(size: usize, count: usize, dir: &std::path::Path, pinned: bool) -> f64 {
@@ -402,6 +488,16 @@ fn child(role: &str, arg: &str) {
                     }
                 }
             });
+        }
+        "iceoryx2-echo" => {
+            let (tx, rx) = iox::open(arg, true);
+            ready();
+            let mut buf = [0u8; MSG];
+            // Ends when the parent kills this process.
+            loop {
+                iox::recv(&rx, &mut buf);
+                iox::send(&tx, &buf);
+            }
         }
         "unix-echo" => {
             let addr: Address = arg.parse().unwrap();
