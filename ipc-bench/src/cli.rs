@@ -144,7 +144,7 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
     let all = mech::all();
     if cli.list {
         for m in &all {
-            println!("{:<14} {:<9} {}", m.name, m.group.label(), m.about);
+            println!("{:<19} {:<9} {}", m.name, m.group.label(), m.about);
         }
         return Ok(());
     }
