@@ -180,10 +180,50 @@ fn summary(steps: &[Step], total: Duration) -> String {
 }
 
 /// The steps, in order.
-const STEPS: &[&str] = &["fmt", "clippy", "test", "doc", "miri", "fuzz", "cross"];
+const STEPS: &[&str] = &[
+    "setup", "fmt", "clippy", "test", "doc", "miri", "fuzz", "cross",
+];
+
+/// What the build needs from the system on Linux: libclang, for the
+/// bindings of iceoryx2 (a benchmark peer). Installed with apt when missing
+/// and allowed; otherwise the step says what to install.
+fn setup_step() -> Step {
+    if std::env::consts::OS != "linux" {
+        return skipped("setup", "system packages are needed only on Linux");
+    }
+    let has_libclang = std::process::Command::new("sh")
+        .args(["-c", "ldconfig -p | grep -q 'libclang.*\\.so'"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if has_libclang {
+        return skipped("setup", "libclang present");
+    }
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let has_apt = std::process::Command::new("sh")
+        .args(["-c", "command -v apt-get"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !(is_root && has_apt) {
+        println!(
+            "xtask ci: libclang is missing and cannot be installed here (needs root and apt-get); \
+             install libclang-dev (Debian/Ubuntu) or clang, else building iceoryx2 fails"
+        );
+        return skipped("setup", "libclang missing; see the message above");
+    }
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args([
+        "-c",
+        "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev",
+    ]);
+    run_step("setup", cmd)
+}
 
 fn step(name: &'static str, flags: &Flags, nextest: bool) -> Step {
     match name {
+        "setup" => setup_step(),
         "fmt" => run_step(name, cargo_cmd(&["fmt", "--all", "--", "--check"])),
         "clippy" => {
             let args = with_features(
