@@ -236,7 +236,19 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
     });
     let load_before = sys::load_average();
     let tty = std::io::stderr().is_terminal();
-    let bar = run::progress(plan.steps() * chosen.len() as u64);
+    // The goal's comparison, taken again with the mechanisms interleaved.
+    let paired: Vec<mech::Mechanism> = ["unix-raw", "ipc-unix", "tokio-unix", "interprocess"]
+        .iter()
+        .filter_map(|n| chosen.iter().find(|m| m.name == *n).copied())
+        .collect();
+    let paired = if paired.len() >= 2 {
+        paired
+    } else {
+        Vec::new()
+    };
+    let rounds: u64 = if cli.quick { 5 } else { 10 };
+    let paired_steps = if paired.is_empty() { 0 } else { rounds };
+    let bar = run::progress(plan.steps() * chosen.len() as u64 + paired_steps);
     let mut mechanisms = Vec::new();
     for (i, m) in chosen.iter().enumerate() {
         if !tty {
@@ -249,6 +261,24 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
             &bar,
         ));
     }
+    let interleaved = if paired.is_empty() {
+        Vec::new()
+    } else {
+        if !tty {
+            eprintln!(
+                "ipc-bench: interleaved 64B round trips: {}",
+                paired.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+            );
+        }
+        run::interleaved(
+            &paired,
+            64,
+            round_trips(64, cli.quick),
+            rounds,
+            fixed_dir.as_deref().unwrap_or(tmp.path()),
+            &bar,
+        )
+    };
     bar.finish_and_clear();
 
     let run = Run {
@@ -262,6 +292,9 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
         },
         settings: plan.settings.clone(),
         mechanisms,
+        interleaved_size: 64,
+        interleaved_rounds: rounds,
+        interleaved,
         not_built: mech::not_built()
             .into_iter()
             .map(|(name, why)| results::NotBuilt {

@@ -29,6 +29,25 @@ pub struct Run {
     pub mechanisms: Vec<MechResult>,
     /// Mechanisms this build could not include, with why.
     pub not_built: Vec<NotBuilt>,
+    /// Message size of the interleaved comparison.
+    pub interleaved_size: usize,
+    /// Rounds of the interleaved comparison.
+    pub interleaved_rounds: u64,
+    /// Round trips of the goal's mechanisms taken in alternation.
+    pub interleaved: Vec<InterleavedRow>,
+}
+
+/// One mechanism's round trips in the interleaved comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct InterleavedRow {
+    /// Mechanism name.
+    pub name: String,
+    /// The mechanism its ratios refer to.
+    pub baseline: String,
+    /// All rounds together.
+    pub dist: Option<Dist>,
+    /// Why it failed.
+    pub error: Option<String>,
 }
 
 /// A mechanism left out of the build.
@@ -410,6 +429,51 @@ impl Run {
         t
     }
 
+    fn interleaved_table(&self) -> Table {
+        let mut t = Table::new(&[
+            "mechanism",
+            "vs",
+            "p50",
+            "x",
+            "p90",
+            "x",
+            "p99",
+            "x",
+            "p99.9",
+            "x",
+            "max",
+            "x",
+            "n",
+        ]);
+        for r in &self.interleaved {
+            let mut cells = vec![r.name.clone(), r.baseline.clone()];
+            match &r.dist {
+                Some(d) => {
+                    let b = self
+                        .interleaved
+                        .iter()
+                        .find(|x| x.name == r.baseline)
+                        .and_then(|x| x.dist.as_ref());
+                    let pick: [(u64, Option<u64>); 5] = [
+                        (d.p50_ns, b.map(|b| b.p50_ns)),
+                        (d.p90_ns, b.map(|b| b.p90_ns)),
+                        (d.p99_ns, b.map(|b| b.p99_ns)),
+                        (d.p999_ns, b.map(|b| b.p999_ns)),
+                        (d.max_ns, b.map(|b| b.max_ns)),
+                    ];
+                    for (v, bv) in pick {
+                        cells.push(fmt_ns(v as f64));
+                        cells.push(fmt_ratio(ratio(v as f64, bv.map(|x| x as f64))));
+                    }
+                    cells.push(d.samples.to_string());
+                }
+                None => cells.push(short_err(r.error.as_deref().unwrap_or("no result"))),
+            }
+            t.row(cells);
+        }
+        t
+    }
+
     fn throughput_table(&self) -> Table {
         let mut t = Table::new(&[
             "mechanism",
@@ -548,6 +612,16 @@ impl Run {
     }
 
     fn p50(&self, name: &str, size: usize) -> Option<u64> {
+        if size == self.interleaved_size {
+            if let Some(d) = self
+                .interleaved
+                .iter()
+                .find(|r| r.name == name)
+                .and_then(|r| r.dist.as_ref())
+            {
+                return Some(d.p50_ns);
+            }
+        }
         self.mech(name)?
             .latency
             .iter()
@@ -694,12 +768,29 @@ impl Run {
         out
     }
 
-    fn tables(&self) -> Vec<(&'static str, Table)> {
+    fn tables(&self) -> Vec<(String, Table)> {
         vec![
-            ("round-trip latency, back to back", self.latency_table()),
-            ("one-way stream throughput", self.throughput_table()),
-            ("paced round trips (64 B, fixed rate)", self.paced_table()),
-            ("JSON-RPC calls", self.rpc_table()),
+            (
+                format!(
+                    "{} round trips, mechanisms interleaved in {} rounds (the goals use these)",
+                    fmt_size(self.interleaved_size),
+                    self.interleaved_rounds
+                ),
+                self.interleaved_table(),
+            ),
+            (
+                "round-trip latency, back to back".to_owned(),
+                self.latency_table(),
+            ),
+            (
+                "one-way stream throughput".to_owned(),
+                self.throughput_table(),
+            ),
+            (
+                "paced round trips (64 B, fixed rate)".to_owned(),
+                self.paced_table(),
+            ),
+            ("JSON-RPC calls".to_owned(), self.rpc_table()),
         ]
     }
 
@@ -736,6 +827,10 @@ impl Run {
              (this process) and the server run the same protocol code for every mechanism.\n\
              - Round trips: {} recorded per size ({}), after a warm-up of a tenth as many; \
              a test stops early after {:.1}s (the sample count `n` says so).\n\
+             - Interleaved comparison: the goal's mechanisms (unix-raw, ipc-unix, tokio-unix, \
+             interprocess) all stay connected while their 64 B round trips are taken in {} \
+             rounds, each round running every one of them for its share in a rotated order, so \
+             disturbance from other work falls on all alike; the goals are judged on these.\n\
              - Throughput: a one-way stream of messages for {:.1}s, acknowledged in batches; \
              GB/s counts payload bytes (10^9).\n\
              - Paced: 64 B round trips at {} messages/s, one at a time, the sender sleeping \
@@ -756,6 +851,7 @@ impl Run {
                 .collect::<Vec<_>>()
                 .join(" / "),
             s.latency_cap_s,
+            self.interleaved_rounds,
             s.duration_s,
             s.rates
                 .iter()
@@ -801,7 +897,7 @@ impl Run {
         }
         for (title, t) in self.tables() {
             if !t.rows.is_empty() {
-                let _ = writeln!(out, "## {}\n\n{}", capitalise(title), t.markdown());
+                let _ = writeln!(out, "## {}\n\n{}", capitalise(&title), t.markdown());
             }
         }
         out

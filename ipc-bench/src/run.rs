@@ -473,3 +473,96 @@ pub fn progress(total: u64) -> ProgressBar {
     );
     bar
 }
+
+/// Round trips of several mechanisms taken in alternation: `rounds` rounds,
+/// each running every mechanism for its share of the round trips (in a
+/// rotated order), so a disturbance from elsewhere on the machine falls on
+/// all of them alike. The figures the goals are judged on come from here.
+pub fn interleaved(
+    mechs: &[Mechanism],
+    size: usize,
+    total: u64,
+    rounds: u64,
+    dir: &Path,
+    bar: &ProgressBar,
+) -> Vec<crate::results::InterleavedRow> {
+    let mut live: Vec<(Mechanism, Option<Server>, Box<dyn Session>)> = Vec::new();
+    let mut rows = Vec::new();
+    for m in mechs {
+        let endpoint = dir.join(format!("{}.paired.ep", m.name));
+        let started = spawn(m, &endpoint).and_then(|(server, ctx)| match (m.connect)(ctx) {
+            Ok(s) => Ok((server, s)),
+            Err(e) => {
+                server.stop();
+                Err(e)
+            }
+        });
+        match started {
+            Ok((server, session)) => live.push((*m, Some(server), session)),
+            Err(e) => rows.push(crate::results::InterleavedRow {
+                name: m.name.to_owned(),
+                baseline: m.baseline.to_owned(),
+                dist: None,
+                error: Some(format!("{e:#}")),
+            }),
+        }
+    }
+    let mut hists: Vec<Option<hdrhistogram::Histogram<u64>>> = live
+        .iter()
+        .map(|_| Some(crate::proto::new_histogram()))
+        .collect();
+    let mut errors: Vec<Option<String>> = live.iter().map(|_| None).collect();
+    let per = (total / rounds).max(1);
+    for round in 0..rounds {
+        bar.set_message(format!(
+            "interleaved {} round {}",
+            crate::results::fmt_size(size),
+            round + 1
+        ));
+        for k in 0..live.len() {
+            let i = (k + round as usize) % live.len();
+            if errors[i].is_some() {
+                continue;
+            }
+            let (_, server, session) = &mut live[i];
+            let spec = LatencySpec {
+                size,
+                count: per,
+                warmup: (per / 10).max(10),
+                cap: Duration::from_secs(30),
+                rate: None,
+            };
+            let _wd = Watchdog::arm(server.as_ref().map(Server::pid), spec.cap + TEST_GRACE);
+            match session.latency(spec) {
+                Ok(h) => {
+                    if let Some(acc) = hists[i].as_mut() {
+                        let _ = acc.add(&h);
+                    }
+                }
+                Err(e) => errors[i] = Some(e.to_string()),
+            }
+        }
+        bar.inc(1);
+    }
+    for (i, (m, server, mut session)) in live.into_iter().enumerate() {
+        let _ = session.close();
+        drop(session);
+        if let Some(s) = server {
+            s.stop();
+        }
+        let err = errors[i].take();
+        rows.push(crate::results::InterleavedRow {
+            name: m.name.to_owned(),
+            baseline: m.baseline.to_owned(),
+            dist: if err.is_none() {
+                hists[i].take().map(|h| Dist::of(&h))
+            } else {
+                None
+            },
+            error: err,
+        });
+    }
+    // Keep the order the mechanisms were given in.
+    rows.sort_by_key(|r| mechs.iter().position(|m| m.name == r.name));
+    rows
+}

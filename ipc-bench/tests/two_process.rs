@@ -74,6 +74,15 @@ fn raw_and_framed_mechanisms_measure_across_processes_and_write_every_output() {
             "{m}"
         );
     }
+    // The goal's pair was also measured interleaved, every round trip recorded.
+    let inter = run["interleaved"].as_array().unwrap();
+    let inames: Vec<&str> = inter.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(inames, ["unix-raw", "ipc-unix"]);
+    for r in inter {
+        assert_eq!(r["dist"]["samples"].as_u64(), Some(2000), "{r}");
+    }
+    assert!(table.contains("interleaved"), "{table}");
+
     // memcpy has no second process: throughput only.
     assert!(mechs[3]["latency"].as_array().unwrap().is_empty());
     assert!(mechs[3]["throughput"][1]["gb_per_s"].as_f64().unwrap() > 0.0);
