@@ -691,6 +691,18 @@ async fn drive(args: RunArgs, seed: u64) -> anyhow::Result<ExitCode> {
         mib(peak),
         timeline_text.join(", ")
     );
+    if timeline.len() >= 4 {
+        // Growth between the first and second half of the run: a leak shows
+        // as steady growth, allocator churn as noise around a plateau.
+        let half = timeline.len() / 2;
+        let mean = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len() as f64;
+        let (early, late) = (mean(&timeline[..half]), mean(&timeline[half..]));
+        let _ = writeln!(
+            out,
+            "  server RSS trend      {:+.0}% from the first half of the run to the second",
+            (late / early - 1.0) * 100.0
+        );
+    }
     let mut idle_failed = false;
     match &idle {
         Some(Ok(i)) => {
