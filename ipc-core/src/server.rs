@@ -635,12 +635,14 @@ async fn serve_connection<H: Handler>(
                 _ = closed.cancelled() => None,
                 reply = answer(&*handler, ctx, frame) => reply,
             };
-            drop(permit);
             if let Some(bytes) = reply {
                 // A client that does not read within the write timeout is
                 // disconnected by the outbox.
                 let _ = outbox.send(bytes).await;
             }
+            // The request counts as in flight until its reply is queued, so a
+            // client that does not read stops the server reading from it.
+            drop(permit);
         });
     }
     // No new requests; let those in flight finish (unless aborted).
