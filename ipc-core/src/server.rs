@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -545,6 +546,11 @@ async fn serve_connection<H: Handler>(
     let mut calls: JoinSet<()> = JoinSet::new();
     let mut last_activity = Instant::now();
     let mut frame_started: Option<Instant> = None;
+    // One timer for the connection, moved only when its deadline must come
+    // sooner or has fallen far behind (moving it costs on every frame).
+    let slack = config.frame_timeout / 8;
+    let timer = tokio::time::sleep_until(Instant::now() + config.frame_timeout);
+    tokio::pin!(timer);
 
     loop {
         while calls.try_join_next().is_some() {}
@@ -565,12 +571,16 @@ async fn serve_connection<H: Handler>(
                 None => check,
             }
         };
+        if timer.is_elapsed() || deadline < timer.deadline() || deadline > timer.deadline() + slack
+        {
+            timer.as_mut().reset(deadline);
+        }
         let next = tokio::select! {
             biased;
             _ = closed.cancelled() => break,
             _ = shared.stopping.cancelled() => break,
             next = frames.next() => next,
-            _ = tokio::time::sleep_until(deadline) => {
+            _ = &mut timer => {
                 let now = Instant::now();
                 if frame_started.is_some_and(|t| now >= t + config.frame_timeout) {
                     tracing::warn!(connection = id, %peer, timeout = ?config.frame_timeout, "frame not completed in time; closing the connection");
@@ -626,18 +636,28 @@ async fn serve_connection<H: Handler>(
                 Err(_) => break,
             },
         };
-        let handler = Arc::clone(&handler);
-        let ctx = ctx.clone();
+        // Run the call in this task as far as it goes without waiting: most
+        // calls finish at once, and then cost no task of their own. A call
+        // that waits continues in a task, so others on the connection are
+        // not held up.
+        let mut call = Box::pin(answer_owned(Arc::clone(&handler), ctx.clone(), frame));
+        if let Poll::Ready(reply) = futures::poll!(call.as_mut()) {
+            if let Some(bytes) = reply {
+                // A client that does not read within the write timeout is
+                // disconnected by the outbox; until then it is not read either.
+                let _ = outbox.send(bytes).await;
+            }
+            drop(permit);
+            continue;
+        }
         let outbox = outbox.clone();
         let closed = closed.clone();
         calls.spawn(async move {
             let reply = tokio::select! {
                 _ = closed.cancelled() => None,
-                reply = answer(&*handler, ctx, frame) => reply,
+                reply = call => reply,
             };
             if let Some(bytes) = reply {
-                // A client that does not read within the write timeout is
-                // disconnected by the outbox.
                 let _ = outbox.send(bytes).await;
             }
             // The request counts as in flight until its reply is queued, so a
@@ -657,6 +677,10 @@ async fn serve_connection<H: Handler>(
     finishing.cancel();
     let _ = writer.await;
     tracing::debug!(connection = id, %peer, "connection closed");
+}
+
+async fn answer_owned<H: Handler>(handler: Arc<H>, ctx: Context, frame: BytesMut) -> Option<Bytes> {
+    answer(&*handler, ctx, frame).await
 }
 
 async fn answer<H: Handler + ?Sized>(handler: &H, ctx: Context, frame: BytesMut) -> Option<Bytes> {
