@@ -773,6 +773,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             if !crate::error::is_disconnect_kind(e.kind()) {
                 tracing::warn!(error = %e, "write failed; closing the connection");
             }
+            // The server may have said why it closed (a refusal, say) in
+            // bytes the reader has yet to process: give it a moment to see
+            // them and the end of the stream, so pending requests fail with
+            // the reason rather than a bare disconnect.
+            let _ =
+                tokio::time::timeout(Duration::from_millis(200), inner.closed.cancelled()).await;
             break;
         }
     }
