@@ -1,7 +1,9 @@
 //! `cargo xtask ci`: the checks every CI job runs, in order, with a summary.
 //!
-//! Steps: `fmt` (rustfmt check), `clippy` (`-D warnings`), `test` (unit and
+//! Steps: `setup` (libclang on Linux, for the iceoryx2 benchmark peer),
+//! `fmt` (rustfmt check), `clippy` (`-D warnings`), `test` (unit and
 //! integration tests; cargo-nextest when installed), `doc` (doc tests),
+//! `bench` (`cargo xtask bench --quick`, a smoke test; figures not judged),
 //! `miri` (the decoder and parser unit tests under Miri, when the nightly
 //! miri component is installed), `fuzz` (a short pass of every fuzz target,
 //! Linux with a nightly toolchain), `cross` (the cross-target script, Linux
@@ -181,7 +183,7 @@ fn summary(steps: &[Step], total: Duration) -> String {
 
 /// The steps, in order.
 const STEPS: &[&str] = &[
-    "setup", "fmt", "clippy", "test", "doc", "miri", "fuzz", "cross",
+    "setup", "fmt", "clippy", "test", "doc", "bench", "miri", "fuzz", "cross",
 ];
 
 /// What the build needs from the system on Linux: libclang, for the
@@ -250,6 +252,15 @@ fn step(name: &'static str, flags: &Flags, nextest: bool) -> Step {
             name,
             cargo_cmd(&with_features(&["test", "--workspace", "--doc"], &[])),
         ),
+        "bench" if flags.quick => skipped(name, "--quick"),
+        // A smoke test of the benchmark: every mechanism runs and the report
+        // is written; figures are not judged here.
+        "bench" => {
+            let exe = std::env::current_exe().unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(exe);
+            cmd.args(["bench", "--quick"]).current_dir(project_root());
+            run_step(name, cmd)
+        }
         "miri" | "fuzz" if flags.quick => skipped(name, "--quick"),
         "miri" => match fuzz::miri_command() {
             Ok(cmd) => run_step(name, cmd),
