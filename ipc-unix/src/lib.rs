@@ -43,6 +43,8 @@
 #![warn(missing_docs)]
 
 #[cfg(unix)]
+mod busy;
+#[cfg(unix)]
 mod endpoint;
 #[cfg(unix)]
 pub mod fifo;

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use ipc_core::{Address, BoxTransport, Error, Listener, Result};
@@ -41,6 +42,7 @@ pub struct BindOptions {
     mode: Option<u32>,
     group: Option<u32>,
     backlog: u32,
+    busy_poll: Option<Duration>,
 }
 
 impl Default for BindOptions {
@@ -49,6 +51,7 @@ impl Default for BindOptions {
             mode: None,
             group: None,
             backlog: DEFAULT_BACKLOG,
+            busy_poll: None,
         }
     }
 }
@@ -81,6 +84,34 @@ impl BindOptions {
     pub fn backlog(mut self, backlog: u32) -> Self {
         self.backlog = backlog.max(1);
         self
+    }
+
+    /// Busy-polls reads of every accepted connection for up to `budget`
+    /// before they wait on the reactor (a zero budget: off, the default).
+    /// See [`UnixTransport::set_busy_poll`] for the trade and when it pays.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use ipc_unix::{BindOptions, UnixListener};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> ipc_core::Result<()> {
+    /// let opts = BindOptions::new().busy_poll(Duration::from_micros(20));
+    /// let mut listener = UnixListener::bind_with(&"unix:/run/node/rpc.sock".parse()?, &opts)?;
+    /// let conn = listener.accept_unix().await?;
+    /// assert_eq!(conn.busy_poll(), Some(Duration::from_micros(20)));
+    /// # Ok(()) }
+    /// ```
+    pub fn busy_poll(mut self, budget: Duration) -> Self {
+        self.busy_poll = (!budget.is_zero()).then_some(budget);
+        self
+    }
+
+    /// The busy-poll budget of accepted connections, if any.
+    pub fn get_busy_poll(&self) -> Option<Duration> {
+        self.busy_poll
     }
 
     /// The mode the socket file gets.
@@ -202,6 +233,7 @@ pub struct UnixListener {
     addr: Address,
     endpoint: String,
     owned: Option<Owned>,
+    busy_poll: Option<Duration>,
 }
 
 impl UnixListener {
@@ -254,11 +286,12 @@ impl UnixListener {
             addr: addr.clone(),
             endpoint,
             owned,
+            busy_poll: opts.busy_poll,
         })
     }
 
     /// Waits for the next connection and returns it with the peer's
-    /// credentials.
+    /// credentials (and the busy-poll budget of the [`BindOptions`]).
     ///
     /// # Errors
     ///
@@ -275,7 +308,9 @@ impl UnixListener {
             .accept()
             .await
             .map_err(|e| Error::io(format!("{}: accepting a connection", self.endpoint), e))?;
-        UnixTransport::from_stream(stream)
+        let mut t = UnixTransport::from_stream(stream)?;
+        t.set_busy_poll(self.busy_poll);
+        Ok(t)
     }
 
     /// The socket file's path; `None` for an abstract socket.

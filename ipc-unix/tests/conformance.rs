@@ -1,8 +1,10 @@
 //! The ipc-core conformance suite, run against Unix sockets bound at paths
-//! and (on Linux) in the abstract namespace.
+//! and (on Linux) in the abstract namespace, and again at paths with busy
+//! polling on both ends.
 #![cfg(unix)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use ipc_core::conformance::Backend;
@@ -17,10 +19,12 @@ fn bind(addr: &Address) -> Result<BoxListener> {
     Ok(Box::new(UnixListener::bind(addr)?))
 }
 
-/// Sockets at fresh paths in a private temporary directory.
+/// Sockets at fresh paths in a private temporary directory, optionally with
+/// busy-polled reads on both ends.
 struct PathBackend {
     dir: tempfile::TempDir,
     next: AtomicUsize,
+    busy_poll: Option<Duration>,
 }
 
 impl PathBackend {
@@ -28,6 +32,24 @@ impl PathBackend {
         PathBackend {
             dir: tempfile::tempdir().expect("tempdir"),
             next: AtomicUsize::new(0),
+            busy_poll: None,
+        }
+    }
+
+    fn busy_polling(budget: Duration) -> Self {
+        PathBackend {
+            busy_poll: Some(budget),
+            ..PathBackend::new()
+        }
+    }
+
+    fn bind(&self, addr: &Address) -> Result<BoxListener> {
+        match self.busy_poll {
+            None => bind(addr),
+            Some(b) => Ok(Box::new(UnixListener::bind_with(
+                addr,
+                &ipc_unix::BindOptions::new().busy_poll(b),
+            )?)),
         }
     }
 }
@@ -35,20 +57,29 @@ impl PathBackend {
 #[async_trait]
 impl Backend for PathBackend {
     fn name(&self) -> String {
-        "unix-path".into()
+        match self.busy_poll {
+            None => "unix-path".into(),
+            Some(b) => format!("unix-path-busy-poll-{b:?}"),
+        }
     }
 
     async fn bind(&self) -> Result<BoxListener> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        bind(&Address::Unix(self.dir.path().join(format!("s{n}.sock"))))
+        PathBackend::bind(
+            self,
+            &Address::Unix(self.dir.path().join(format!("s{n}.sock"))),
+        )
     }
 
     async fn connect(&self, addr: &Address) -> Result<BoxTransport> {
-        connect(addr).await
+        let mut t = ipc_unix::connect(addr).await?;
+        t.set_busy_poll(self.busy_poll);
+        assert_eq!(t.busy_poll(), self.busy_poll);
+        Ok(Box::new(t))
     }
 
     async fn bind_at(&self, addr: &Address) -> Option<Result<BoxListener>> {
-        Some(bind(addr))
+        Some(PathBackend::bind(self, addr))
     }
 
     fn endpoint_exists(&self, addr: &Address) -> Option<bool> {
@@ -61,6 +92,12 @@ impl Backend for PathBackend {
 
 mod path {
     ipc_core::conformance_tests!(super::PathBackend::new());
+}
+
+mod path_busy_poll {
+    ipc_core::conformance_tests!(super::PathBackend::busy_polling(
+        std::time::Duration::from_micros(50)
+    ));
 }
 
 /// Sockets with fresh names in the Linux abstract namespace.
