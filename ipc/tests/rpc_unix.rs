@@ -17,20 +17,7 @@ use support::*;
 #[test]
 #[ignore = "child-process entry, run by the other tests"]
 fn child_server() {
-    let Ok(address) = std::env::var("IPC_TEST_ADDR") else {
-        return;
-    };
-    init_tracing();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let listener = ipc::bind(&address).await.expect("child bind");
-        let handle = Server::builder().build().serve(listener, test_router());
-        handle.stopped().await;
-        handle
-            .shutdown(Duration::from_secs(5))
-            .await
-            .expect("child shutdown");
-    });
+    serve_test_router_from_env();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

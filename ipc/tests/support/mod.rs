@@ -41,6 +41,28 @@ pub fn test_router() -> Router {
         })
 }
 
+/// The body of a child-process server entry: serves [`test_router`] at
+/// `$IPC_TEST_ADDR` until a client calls `shutdown` (or it is killed). Does
+/// nothing when the variable is unset (the entry run as an ordinary test).
+pub fn serve_test_router_from_env() {
+    let Ok(address) = std::env::var("IPC_TEST_ADDR") else {
+        return;
+    };
+    init_tracing();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let listener = ipc::bind(&address).await.expect("child bind");
+        let handle = ipc::Server::builder()
+            .build()
+            .serve(listener, test_router());
+        handle.stopped().await;
+        handle
+            .shutdown(Duration::from_secs(5))
+            .await
+            .expect("child shutdown");
+    });
+}
+
 /// A fresh private directory for sockets.
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
