@@ -22,7 +22,7 @@
 //!
 //! # Examples
 //!
-//! ```no_run
+//! ```no_run,ignore-windows
 //! use ipc_shm::{ShmConnection, ShmListener, ShmOptions};
 //!
 //! # #[allow(dead_code)]

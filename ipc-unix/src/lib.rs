@@ -14,7 +14,7 @@
 //!
 //! # Examples
 //!
-//! ```
+//! ```ignore-windows
 //! use ipc_core::{Address, Listener, Transport};
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //!
