@@ -48,11 +48,25 @@ pub fn locate() -> Result<PathBuf, String> {
     }
 }
 
-/// The command that runs the script with the given cargo scope arguments.
+/// The command that runs the script with the given cargo scope arguments:
+/// the checks first, then the Windows tests with `--no-fail-fast`, so one
+/// failing test binary does not hide the results of the others.
 pub fn command(script: &std::path::Path, scope: &[String]) -> Command {
+    let quoted: Vec<String> = scope.iter().map(|a| shell_quote(a)).collect();
+    let script = shell_quote(&script.display().to_string());
+    let scope = quoted.join(" ");
     let mut cmd = Command::new("bash");
-    cmd.arg(script).args(scope).current_dir(project_root());
+    cmd.arg("-c")
+        .arg(format!(
+            "XT_STEPS='mac win-check' bash {script} {scope} && \
+             XT_STEPS='win-test' bash {script} {scope} --no-fail-fast"
+        ))
+        .current_dir(project_root());
     cmd
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// `cargo xtask cross [cargo scope args]`.
