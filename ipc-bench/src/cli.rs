@@ -237,10 +237,16 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
     let load_before = sys::load_average();
     let tty = std::io::stderr().is_terminal();
     // The goal's comparison, taken again with the mechanisms interleaved.
-    let paired: Vec<mech::Mechanism> = ["unix-raw", "ipc-unix", "tokio-unix", "interprocess"]
-        .iter()
-        .filter_map(|n| chosen.iter().find(|m| m.name == *n).copied())
-        .collect();
+    let paired: Vec<mech::Mechanism> = [
+        "unix-raw",
+        "ipc-unix",
+        "ipc-unix-busypoll",
+        "tokio-unix",
+        "interprocess",
+    ]
+    .iter()
+    .filter_map(|n| chosen.iter().find(|m| m.name == *n).copied())
+    .collect();
     let paired = if paired.len() >= 2 {
         paired
     } else {

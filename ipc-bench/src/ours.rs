@@ -2,18 +2,12 @@
 //! through `ipc_core::codec::LengthCodec`) and JSON-RPC through
 //! `ipc_core::{Server, Client}`.
 
-use std::io;
-use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use ipc_core::codec::Framing;
 use ipc_core::{Address, Client};
-use ipc_unix::UnixTransport;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::mech::{current_thread, AsyncSession, Group, Mechanism, ServeCtx, ServerKind};
 use crate::proto;
@@ -34,7 +28,7 @@ pub fn mechanisms() -> Vec<Mechanism> {
             about: "ipc_unix::UnixTransport framed by ipc_core::codec::LengthCodec \
                     (tokio_util Framed), current-thread runtime on both sides",
             server: ServerKind::Child,
-            serve: |ctx| serve_unix(ctx, true),
+            serve: |ctx| serve_unix(ctx, true, None),
             connect: |ctx| {
                 AsyncSession::connect(|| async move {
                     let t = ipc_unix::connect(&addr(&ctx.endpoint)).await?;
@@ -49,7 +43,7 @@ pub fn mechanisms() -> Vec<Mechanism> {
             about: "ipc_unix::UnixTransport as a plain byte stream (no framing), \
                     current-thread runtime on both sides",
             server: ServerKind::Child,
-            serve: |ctx| serve_unix(ctx, false),
+            serve: |ctx| serve_unix(ctx, false, None),
             connect: |ctx| {
                 AsyncSession::connect(|| async move {
                     let t = ipc_unix::connect(&addr(&ctx.endpoint)).await?;
@@ -58,18 +52,19 @@ pub fn mechanisms() -> Vec<Mechanism> {
             },
         },
         Mechanism {
-            name: "ipc-unix-spin",
+            name: "ipc-unix-busypoll",
             group: Group::Ours,
             baseline: "unix-raw",
-            about: "experiment: as ipc-unix, but a read that finds no data retries recv(2) \
-                    with MSG_DONTWAIT for up to 20 us before waiting on epoll (what a spin \
-                    option in ipc_unix would do; costs a busy core while waiting)",
+            about: "as ipc-unix, with busy polling on both ends: UnixTransport::set_busy_poll \
+                    and BindOptions::busy_poll (adaptive; 50 us budget), a read that finds \
+                    no data polls the socket before parking on the reactor",
             server: ServerKind::Child,
-            serve: |ctx| serve_unix_spin(ctx),
+            serve: |ctx| serve_unix(ctx, true, Some(BUSY_POLL)),
             connect: |ctx| {
                 AsyncSession::connect(|| async move {
-                    let t = ipc_unix::connect(&addr(&ctx.endpoint)).await?;
-                    Ok(Framed4::new(SpinRead::new(t)))
+                    let mut t = ipc_unix::connect(&addr(&ctx.endpoint)).await?;
+                    t.set_busy_poll(Some(BUSY_POLL));
+                    Ok(Framed4::new(t))
                 })
             },
         },
@@ -135,10 +130,17 @@ pub fn mechanisms() -> Vec<Mechanism> {
     ]
 }
 
-fn serve_unix(ctx: &ServeCtx, framed: bool) -> anyhow::Result<()> {
+/// Busy-poll budget of `ipc-unix-busypoll`.
+const BUSY_POLL: Duration = Duration::from_micros(50);
+
+fn serve_unix(ctx: &ServeCtx, framed: bool, busy_poll: Option<Duration>) -> anyhow::Result<()> {
     let rt = current_thread()?;
     rt.block_on(async {
-        let mut listener = ipc_unix::UnixListener::bind(&addr(&ctx.endpoint))?;
+        let mut opts = ipc_unix::BindOptions::new();
+        if let Some(b) = busy_poll {
+            opts = opts.busy_poll(b);
+        }
+        let mut listener = ipc_unix::UnixListener::bind_with(&addr(&ctx.endpoint), &opts)?;
         ctx.ready("")?;
         loop {
             let t = listener.accept_unix().await?;
@@ -149,84 +151,6 @@ fn serve_unix(ctx: &ServeCtx, framed: bool) -> anyhow::Result<()> {
             }
         }
     })
-}
-
-fn serve_unix_spin(ctx: &ServeCtx) -> anyhow::Result<()> {
-    let rt = current_thread()?;
-    rt.block_on(async {
-        let mut listener = ipc_unix::UnixListener::bind(&addr(&ctx.endpoint))?;
-        ctx.ready("")?;
-        loop {
-            let t = listener.accept_unix().await?;
-            tokio::spawn(
-                async move { proto::serve_async(&mut Framed4::new(SpinRead::new(t))).await },
-            );
-        }
-    })
-}
-
-/// How long [`SpinRead`] retries before it waits on the reactor.
-const READ_SPIN: Duration = Duration::from_micros(20);
-
-/// A Unix transport whose reads poll the socket for a while before
-/// parking on epoll.
-#[derive(Debug)]
-struct SpinRead {
-    t: UnixTransport,
-}
-
-impl SpinRead {
-    fn new(t: UnixTransport) -> Self {
-        SpinRead { t }
-    }
-}
-
-impl AsyncRead for SpinRead {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let fd = this.t.stream().as_raw_fd();
-        let start = Instant::now();
-        loop {
-            let dst = buf.initialize_unfilled();
-            // SAFETY: `dst` is valid for writes of `dst.len()` initialised
-            // bytes for the duration of the call, and `fd` is the open
-            // socket owned by `this.t`, which outlives the call.
-            let n =
-                unsafe { libc::recv(fd, dst.as_mut_ptr().cast(), dst.len(), libc::MSG_DONTWAIT) };
-            if n >= 0 {
-                buf.advance(n as usize);
-                return Poll::Ready(Ok(()));
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::WouldBlock if start.elapsed() < READ_SPIN => std::hint::spin_loop(),
-                io::ErrorKind::WouldBlock => break,
-                io::ErrorKind::Interrupted => {}
-                _ => return Poll::Ready(Err(e)),
-            }
-        }
-        Pin::new(&mut this.t).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for SpinRead {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().t).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().t).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().t).poll_shutdown(cx)
-    }
 }
 
 fn fifo_paths(endpoint: &Path) -> (std::path::PathBuf, std::path::PathBuf) {

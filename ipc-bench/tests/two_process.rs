@@ -170,3 +170,52 @@ fn a_server_that_cannot_start_is_reported_and_the_run_goes_on() {
         "{report}"
     );
 }
+
+#[test]
+fn the_unix_goal_is_judged_for_both_settings_of_our_transport_each_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, run) = bench(
+        &[
+            "--mechanism",
+            "unix-raw,ipc-unix,ipc-unix-busypoll",
+            "--size",
+            "64",
+            "--duration",
+            "0.05",
+            "--rate",
+            "2000",
+            "--quick",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let inter = run["interleaved"].as_array().unwrap();
+    let inames: Vec<&str> = inter.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(inames, ["unix-raw", "ipc-unix", "ipc-unix-busypoll"]);
+    for r in inter {
+        assert_eq!(r["dist"]["samples"].as_u64(), Some(2000), "{r}");
+    }
+    let table = String::from_utf8_lossy(&out.stdout);
+    let goals: Vec<&str> = table
+        .lines()
+        .skip_while(|l| !l.starts_with("== goals"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    for who in [
+        "ipc-unix (default settings)",
+        "ipc-unix-busypoll (busy polling on)",
+    ] {
+        assert!(
+            goals
+                .iter()
+                .any(|g| g.contains(&format!("{who} 64B round trip p50"))
+                    && g.contains("x unix-raw")),
+            "no goal line for {who}: {goals:#?}"
+        );
+    }
+}

@@ -13,13 +13,6 @@ use tokio::net::UnixStream;
 /// Weight of a new sample in the wait estimate: `1 / 2^EWMA_SHIFT`.
 const EWMA_SHIFT: u32 = 2;
 
-/// Receive attempts between two `sched_yield` calls while spinning; the
-/// attempts in between are separated by CPU pause hints only.
-const YIELD_EVERY: u32 = 4;
-
-/// Pause hints between two receive attempts.
-const PAUSES: u32 = 8;
-
 /// The busy-poll state of one transport.
 ///
 /// A *wait* starts when a read finds no data and ends when a read returns
@@ -97,23 +90,21 @@ impl BusyPoll {
     }
 
     /// Retries a non-blocking receive until data comes or `deadline`
-    /// passes, yielding the CPU every few attempts so that a peer waiting
-    /// for this core can run. `None` when the deadline passed without data.
+    /// passes, yielding the CPU (`sched_yield`) before each attempt. `None`
+    /// when the deadline passed without data.
+    ///
+    /// The yield matters when the peer waits for this very core: the kernel
+    /// tends to wake a socket's reader on the writer's CPU, so a peer woken
+    /// by this process's last write often sits in this core's run queue
+    /// behind the poller. Yielding lets it run at once, and costs one cheap system
+    /// call when nothing else wants the core.
     pub(crate) fn spin(
         stream: &UnixStream,
         buf: &mut ReadBuf<'_>,
         deadline: Instant,
     ) -> Option<io::Result<()>> {
-        let mut attempt = 0u32;
         loop {
-            attempt = attempt.wrapping_add(1);
-            if attempt % YIELD_EVERY == 0 {
-                std::thread::yield_now();
-            } else {
-                for _ in 0..PAUSES {
-                    std::hint::spin_loop();
-                }
-            }
+            std::thread::yield_now();
             if let Some(r) = recv_now(stream, buf) {
                 return Some(r);
             }

@@ -85,7 +85,7 @@ impl UnixTransport {
     /// `epoll_wait` that puts the thread to sleep, a wake-up and a second
     /// `recv`: several microseconds that a blocking socket read does not pay.
     /// With busy polling, a read that finds the socket empty retries a
-    /// non-blocking `recv` (yielding the CPU every few attempts, so a peer
+    /// non-blocking `recv` (yielding the CPU before each attempt, so a peer
     /// waiting for this core can run) and returns as soon as data comes,
     /// saving the sleep and the wake-up when the answer comes within the
     /// budget.
