@@ -1,9 +1,18 @@
 //! Latency and throughput of the shared-memory transport between two real
 //! processes, against the hardware floor and the peers, all in one run.
 //!
-//! `cargo bench -p ipc-shm --bench shm` (add `-- --quick` for a short run).
-//! The binary re-runs itself as the peer process (`IPC_SHM_BENCH_ROLE`).
-//! Both processes pin themselves to different CPUs.
+//! `cargo bench -p ipc-shm --bench shm` (add `-- --quick` for a short run,
+//! `-- --rounds N` to repeat every measurement N times, interleaved, and
+//! report medians (default 5), `-- --only floor,blocking,async,unix,iceoryx2,throughput`
+//! to run a part). The binary re-runs itself as the peer process
+//! (`IPC_SHM_BENCH_ROLE`). Both processes pin themselves to different CPUs.
+//!
+//! Ratios are taken within a round (against the floor or memcpy measured
+//! right then), then the median over rounds is reported: on a shared or
+//! virtual machine the floor itself moves by a factor of four between
+//! minutes. Throughput is also compared with a bare ring (no headers, no
+//! checks, no sleeping) moving the same messages between the same CPUs:
+//! the ceiling of the hardware for this job.
 
 #[cfg(target_os = "linux")]
 #[path = "support/linux.rs"]

@@ -17,74 +17,242 @@ const ARG: &str = "IPC_SHM_BENCH_ARG";
 const MSG: usize = 64;
 const SPIN: Duration = Duration::from_micros(50);
 
+/// What to run: `--quick` (fewer samples, one round), `--rounds N` (each
+/// measurement repeated N times, interleaved; the medians are reported),
+/// `--only floor,blocking,async,unix,iceoryx2,throughput`.
+struct Args {
+    quick: bool,
+    rounds: usize,
+    only: Option<Vec<String>>,
+}
+
+impl Args {
+    fn parse() -> Args {
+        let mut a = Args {
+            quick: false,
+            rounds: 5,
+            only: None,
+        };
+        let mut it = std::env::args().skip(1);
+        while let Some(arg) = it.next() {
+            match arg.as_str() {
+                "--quick" => {
+                    a.quick = true;
+                    a.rounds = 1;
+                }
+                "--rounds" => a.rounds = it.next().and_then(|v| v.parse().ok()).unwrap_or(5).max(1),
+                "--only" => a.only = it.next().map(|v| v.split(',').map(str::to_owned).collect()),
+                // `cargo bench` passes `--bench`; ignore what we do not know.
+                _ => {}
+            }
+        }
+        a
+    }
+
+    fn wants(&self, what: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|o| o.iter().any(|x| x == what))
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// Latency quantiles of one measurement in one round, in ns.
+#[derive(Clone, Copy)]
+struct Lat {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+}
+
+impl Lat {
+    fn of(h: &Histogram<u64>) -> Lat {
+        Lat {
+            p50: h.value_at_quantile(0.5) as f64,
+            p99: h.value_at_quantile(0.99) as f64,
+            p999: h.value_at_quantile(0.999) as f64,
+        }
+    }
+}
+
+type LatencyRun = fn(usize, &std::path::Path) -> Histogram<u64>;
+
 pub fn main() {
     if let Ok(role) = std::env::var(ROLE) {
         child(&role, &std::env::var(ARG).unwrap_or_default());
         return;
     }
-    let quick = std::env::args().any(|a| a == "--quick");
-    let n = if quick { 20_000 } else { 200_000 };
+    let args = Args::parse();
+    let n = if args.quick { 20_000 } else { 200_000 };
     let dir = tempfile::tempdir().unwrap();
     pin(0);
 
     println!(
-        "ipc-shm benchmark: two processes pinned to CPUs 0 and 1; {}",
-        machine()
+        "ipc-shm benchmark: two processes pinned to CPUs 0 and 1; {}; load average {}",
+        machine(),
+        load()
     );
-    println!();
-    println!("64 B round trip, {n} samples each              p50        p99      p99.9   p50 / floor");
-    let floor = floor(n);
-    report("raw busy-spin on two atomics (floor)", &floor, &floor);
-    let blocking = blocking_rtt(n, dir.path());
-    report("ipc-shm blocking message API", &blocking, &floor);
-    let asynch = async_rtt(n, dir.path());
-    report("ipc-shm async Transport, spin on", &asynch, &floor);
-    let unix = unix_rtt(n / 10, dir.path());
-    report("Unix socket backend (ipc-unix, async)", &unix, &floor);
-    let iceoryx = iceoryx2_rtt(n);
-    report("iceoryx2 0.10 publish-subscribe, polling", &iceoryx, &floor);
-    println!();
-    let ratio = |h: &Histogram<u64>| h.value_at_quantile(0.5) as f64;
-    println!(
-        "blocking API / floor = {:.2}x (target <= 2x); async / floor = {:.2}x (target <= 10x)",
-        ratio(&blocking) / ratio(&floor),
-        ratio(&asynch) / ratio(&floor),
-    );
-    println!(
-        "iceoryx2 / blocking API = {:.2}x (target >= 4x); Unix socket / blocking API = {:.1}x (target >= 10x)",
-        ratio(&iceoryx) / ratio(&blocking),
-        ratio(&unix) / ratio(&blocking),
-    );
-    println!();
-
-    println!("throughput, one way (receiver copies each message out)   ipc-shm     memcpy (1 core)   ratio");
-    for pinned in [true, false] {
+    let latency: [(&str, &str, LatencyRun); 5] = [
+        ("floor", "raw busy-spin on two atomics (floor)", |n, _| {
+            floor(n)
+        }),
+        ("blocking", "ipc-shm blocking message API", blocking_rtt),
+        ("async", "ipc-shm async Transport, spin on", async_rtt),
+        ("unix", "Unix socket backend (ipc-unix, async)", |n, d| {
+            unix_rtt(n / 10, d)
+        }),
+        (
+            "iceoryx2",
+            "iceoryx2 0.10 publish-subscribe, polling",
+            |n, _| iceoryx2_rtt(n),
+        ),
+    ];
+    let chosen: Vec<_> = latency.iter().filter(|(k, ..)| args.wants(k)).collect();
+    if !chosen.is_empty() {
+        println!();
         println!(
-            "  {}",
-            if pinned {
-                "sender and receiver pinned to different CPUs:"
-            } else {
-                "placed by the scheduler (unpinned):"
-            }
+            "64 B round trip, {n} samples, {} round(s); p50 of each round:",
+            args.rounds
         );
-        if !pinned {
-            unpin();
+        // results[m][round]
+        let mut results: Vec<Vec<Lat>> = vec![Vec::new(); chosen.len()];
+        for round in 0..args.rounds {
+            let mut line = format!("  round {}:", round + 1);
+            for (i, (key, _, run)) in chosen.iter().enumerate() {
+                let l = Lat::of(&run(n, dir.path()));
+                line += &format!(" {key} {}", fmt_ns(l.p50));
+                results[i].push(l);
+            }
+            println!("{line}");
         }
-        for (size, count) in [
-            (64 << 10, if quick { 4_000 } else { 40_000 }),
-            (1 << 20, if quick { 300 } else { 3_000 }),
-        ] {
-            let shm = throughput(size, count, dir.path(), pinned);
-            let mem = memcpy_bandwidth(size);
+        let floor_idx = chosen.iter().position(|(k, ..)| *k == "floor");
+        println!();
+        println!(
+            "  median of rounds                             p50        p99      p99.9   p50 / floor"
+        );
+        let med = |i: usize, f: fn(&Lat) -> f64| median(results[i].iter().map(f).collect());
+        for (i, (_, name, _)) in chosen.iter().enumerate() {
+            // The ratio is taken within each round, then the median of those.
+            let ratio = floor_idx.map(|fi| {
+                median(
+                    results[i]
+                        .iter()
+                        .zip(&results[fi])
+                        .map(|(a, f)| a.p50 / f.p50.max(1.0))
+                        .collect(),
+                )
+            });
             println!(
-                "    {:>5} KiB messages                        {:>7.2} GB/s   {:>7.2} GB/s       {:>5.0}%",
-                size >> 10,
-                shm / 1e9,
-                mem / 1e9,
-                100.0 * shm / mem
+                "  {name:<42} {:>9} {:>10} {:>10} {:>8}",
+                fmt_ns(med(i, |l| l.p50)),
+                fmt_ns(med(i, |l| l.p99)),
+                fmt_ns(med(i, |l| l.p999)),
+                ratio.map_or("-".into(), |r| format!("{r:.2}x"))
             );
         }
+        let ratio_of = |a: &str, b: &str| {
+            let ia = chosen.iter().position(|(k, ..)| *k == a)?;
+            let ib = chosen.iter().position(|(k, ..)| *k == b)?;
+            Some(median(
+                results[ia]
+                    .iter()
+                    .zip(&results[ib])
+                    .map(|(x, y)| x.p50 / y.p50.max(1.0))
+                    .collect(),
+            ))
+        };
+        println!();
+        if let Some(r) = ratio_of("blocking", "floor") {
+            println!("  blocking API / floor = {r:.2}x (target <= 2x)");
+        }
+        if let Some(r) = ratio_of("async", "floor") {
+            println!("  async Transport / floor = {r:.2}x (target <= 10x)");
+        }
+        if let Some(r) = ratio_of("iceoryx2", "blocking") {
+            println!("  iceoryx2 / blocking API = {r:.2}x (target >= 4x)");
+        }
+        if let Some(r) = ratio_of("unix", "blocking") {
+            println!("  Unix socket / blocking API = {r:.1}x (target >= 10x)");
+        }
     }
+
+    if args.wants("throughput") {
+        println!();
+        println!(
+            "throughput, one way (receiver copies each message out), median of {} round(s)",
+            args.rounds
+        );
+        println!("                                       ipc-shm   raw ring   memcpy (1 core)   ipc-shm / memcpy");
+        for pinned in [true, false] {
+            println!(
+                "  {}",
+                if pinned {
+                    "sender and receiver pinned to different CPUs:"
+                } else {
+                    "placed by the scheduler (unpinned):"
+                }
+            );
+            if !pinned {
+                unpin();
+            }
+            for (size, count) in [
+                (64 << 10, if args.quick { 4_000 } else { 40_000 }),
+                (1 << 20, if args.quick { 300 } else { 3_000 }),
+            ] {
+                let (mut shm, mut raw, mut mem, mut ratio) = (vec![], vec![], vec![], vec![]);
+                for _ in 0..args.rounds {
+                    let s = throughput(size, count, dir.path(), pinned);
+                    let r = raw_ring(size, count, pinned);
+                    let m = memcpy_bandwidth(size);
+                    println!(
+                        "      round: ipc-shm {:.2} GB/s, raw ring {:.2} GB/s, memcpy {:.2} GB/s",
+                        s / 1e9,
+                        r / 1e9,
+                        m / 1e9
+                    );
+                    ratio.push(s / m);
+                    shm.push(s);
+                    raw.push(r);
+                    mem.push(m);
+                }
+                println!(
+                    "    {:>5} KiB messages, median    {:>7.2} GB/s {:>7.2} GB/s   {:>7.2} GB/s       {:>5.0}%",
+                    size >> 10,
+                    median(shm) / 1e9,
+                    median(raw) / 1e9,
+                    median(mem) / 1e9,
+                    100.0 * median(ratio)
+                );
+            }
+        }
+    }
+}
+
+fn fmt_ns(ns: f64) -> String {
+    if ns >= 10_000.0 {
+        format!("{:.1} us", ns / 1000.0)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split(' ').next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn machine() -> String {
@@ -97,23 +265,6 @@ fn machine() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     format!("{cpu}, {} CPUs", online_cpus())
-}
-
-fn report(name: &str, h: &Histogram<u64>, floor: &Histogram<u64>) {
-    let f = |ns: u64| {
-        if ns >= 10_000 {
-            format!("{:.1} us", ns as f64 / 1000.0)
-        } else {
-            format!("{ns} ns")
-        }
-    };
-    println!(
-        "  {name:<42} {:>9} {:>10} {:>10} {:>8.2}x",
-        f(h.value_at_quantile(0.5)),
-        f(h.value_at_quantile(0.99)),
-        f(h.value_at_quantile(0.999)),
-        h.value_at_quantile(0.5) as f64 / floor.value_at_quantile(0.5).max(1) as f64
-    );
 }
 
 fn hist() -> Histogram<u64> {
@@ -395,7 +546,7 @@ fn throughput(size: usize, count: usize, dir: &std::path::Path, pinned: bool) ->
     let addr = shm_addr(dir, &format!("tp{size}.sock"));
     let rt = runtime();
     let opts = ShmOptions::new()
-        .ring_capacity(4 << 20)
+        .ring_capacity(TP_RING)
         .max_message_len(size)
         .spin(SPIN);
     let mut listener = rt
@@ -415,6 +566,80 @@ fn throughput(size: usize, count: usize, dir: &std::path::Path, pinned: bool) ->
     }
     assert_eq!(&*conn.recv().unwrap(), b"done");
     (size * count) as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Capacity of the rings in the throughput measurements.
+const TP_RING: usize = 4 << 20;
+
+/// The hardware's ceiling for the same job: a bare ring of `TP_RING` bytes
+/// in a shared memfd, the sender copying each message in and publishing one
+/// counter, the receiver busy-waiting, copying it out and publishing its own
+/// counter. No record headers, no checks, no sleeping.
+fn raw_ring(size: usize, count: usize, pinned: bool) -> f64 {
+    let fd = rustix::fs::memfd_create("raw-ring", rustix::fs::MemfdFlags::empty()).unwrap();
+    rustix::fs::ftruncate(&fd, (4096 + TP_RING) as u64).unwrap();
+    let (head, tail, data) = raw_ring_map(&fd);
+    let mut peer = spawn(
+        "raw-sink",
+        &format!("{} {size} {count} {pinned}", fd.as_raw_fd()),
+    );
+    wait_ready(&mut peer);
+    let msg = vec![0xa5u8; size];
+    let warm = (count / 10) as u64;
+    let total = warm + count as u64;
+    let mut t = Instant::now();
+    let mut tail_seen = 0u64;
+    for i in 0..total {
+        if i == warm {
+            while tail.load(Ordering::Acquire) != warm {
+                spin_loop();
+            }
+            t = Instant::now();
+        }
+        let pos = i * size as u64;
+        while pos + size as u64 - tail_seen * size as u64 > TP_RING as u64 {
+            spin_loop();
+            tail_seen = tail.load(Ordering::Acquire);
+        }
+        // SAFETY: size divides TP_RING, so the message lies inside the data
+        // area; the receiver released these bytes (tail_seen).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                msg.as_ptr(),
+                data.add((pos % TP_RING as u64) as usize),
+                size,
+            )
+        }
+        head.store(i + 1, Ordering::Release);
+    }
+    while tail.load(Ordering::Acquire) != total {
+        spin_loop();
+    }
+    (size * count) as f64 / t.elapsed().as_secs_f64()
+}
+
+/// The head and tail counters (in messages) and the data area of a raw ring.
+fn raw_ring_map(fd: &OwnedFd) -> (&'static AtomicU64, &'static AtomicU64, *mut u8) {
+    // SAFETY: a fresh shared mapping of the whole memfd, never unmapped
+    // (leaked for the life of the process); two aligned u64 atomics on
+    // their own lines in the first page, the data area after it.
+    unsafe {
+        let p = rustix::mm::mmap(
+            std::ptr::null_mut(),
+            4096 + TP_RING,
+            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+            rustix::mm::MapFlags::SHARED,
+            fd,
+            0,
+        )
+        .unwrap()
+        .cast::<u8>();
+        (
+            &*(p as *const AtomicU64),
+            &*(p.add(128) as *const AtomicU64),
+            p.add(4096),
+        )
+    }
 }
 
 fn memcpy_bandwidth(size: usize) -> f64 {
@@ -537,6 +762,39 @@ fn child(role: &str, arg: &str) {
             c.send(b"done").unwrap();
             // Wait for the parent to hang up.
             let _ = c.recv();
+        }
+        "raw-sink" => {
+            let mut it = arg.split(' ');
+            let raw: i32 = it.next().unwrap().parse().unwrap();
+            let size: usize = it.next().unwrap().parse().unwrap();
+            let count: u64 = it.next().unwrap().parse().unwrap();
+            if it.next() == Some("false") {
+                unpin();
+            }
+            // SAFETY: the parent left this descriptor open for us.
+            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            let (head, tail, data) = raw_ring_map(&fd);
+            let mut out = vec![0u8; size];
+            ready();
+            let total = count + count / 10;
+            let mut head_seen = 0;
+            for i in 0..total {
+                while head_seen <= i {
+                    spin_loop();
+                    head_seen = head.load(Ordering::Acquire);
+                }
+                let pos = i * size as u64;
+                // SAFETY: as in raw_ring: inside the data area, published.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        data.add((pos % TP_RING as u64) as usize),
+                        out.as_mut_ptr(),
+                        size,
+                    )
+                }
+                std::hint::black_box(&mut out);
+                tail.store(i + 1, Ordering::Release);
+            }
         }
         other => panic!("unknown role {other}"),
     }
