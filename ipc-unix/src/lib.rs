@@ -11,6 +11,10 @@
 //! - Every connection carries the peer's uid, gid and pid as the kernel
 //!   reports them ([`peer_info`]), for the server's auth policy.
 //! - [`fifo`]: named pipes for one-way streams such as logs and events.
+//! - Optional busy polling of reads ([`UnixTransport::set_busy_poll`],
+//!   [`BindOptions::busy_poll`]), off by default: a latency-critical
+//!   request/response connection can spend CPU to skip the reactor's sleep
+//!   and wake-up; it is adaptive, so a slow or idle peer is not polled for.
 //!
 //! # Examples
 //!

@@ -11,10 +11,6 @@ use ipc_core::conformance::Backend;
 use ipc_core::{Address, BoxListener, BoxTransport, Result};
 use ipc_unix::UnixListener;
 
-async fn connect(addr: &Address) -> Result<BoxTransport> {
-    Ok(Box::new(ipc_unix::connect(addr).await?))
-}
-
 fn bind(addr: &Address) -> Result<BoxListener> {
     Ok(Box::new(UnixListener::bind(addr)?))
 }
@@ -135,7 +131,7 @@ impl Backend for AbstractBackend {
     }
 
     async fn connect(&self, addr: &Address) -> Result<BoxTransport> {
-        connect(addr).await
+        Ok(Box::new(ipc_unix::connect(addr).await?))
     }
 
     async fn bind_at(&self, addr: &Address) -> Option<Result<BoxListener>> {
