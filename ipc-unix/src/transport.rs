@@ -110,9 +110,11 @@ impl UnixTransport {
     /// there the poller takes the CPU its peer needs and latency gets worse
     /// (tails especially).
     ///
-    /// A budget of 10 to 50 µs suits a local peer; a read never holds the
-    /// thread longer than the budget. Reads stay cancel safe: data is only
-    /// ever read into the caller's buffer.
+    /// A budget of 10 to 50 µs suits a local peer. A read stops polling once
+    /// the budget has passed since it found the socket empty, so it holds
+    /// the runtime's thread no longer than that (plus whatever time the OS
+    /// gives other threads when the poller yields). Reads stay cancel safe:
+    /// data is only ever read into the caller's buffer.
     ///
     /// # Examples
     ///
