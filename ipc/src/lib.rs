@@ -57,6 +57,7 @@ pub use ipc_shm as shm;
 pub struct BindOptions {
     mode: Option<u32>,
     group: Option<u32>,
+    busy_poll: Option<std::time::Duration>,
 }
 
 impl BindOptions {
@@ -74,6 +75,15 @@ impl BindOptions {
     /// The group that owns the endpoint, for group access with a mode like `0o660`.
     pub fn group(mut self, gid: u32) -> Self {
         self.group = Some(gid);
+        self
+    }
+
+    /// Unix sockets: before a read waits for the reactor, keep polling the
+    /// socket for up to `budget` (adaptive: only while replies have been
+    /// coming within it). Trades CPU for latency on request/response
+    /// traffic; off by default. See `ipc_unix::UnixTransport::set_busy_poll`.
+    pub fn busy_poll(mut self, budget: std::time::Duration) -> Self {
+        self.busy_poll = Some(budget);
         self
     }
 }
@@ -190,6 +200,9 @@ cfg_if::cfg_if! {
             }
             if let Some(gid) = options.group {
                 opts = opts.group(gid);
+            }
+            if let Some(budget) = options.busy_poll {
+                opts = opts.busy_poll(budget);
             }
             Ok(Box::new(ipc_unix::UnixListener::bind_with(address, &opts)?))
         }
