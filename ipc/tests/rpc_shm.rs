@@ -4,7 +4,6 @@
 
 mod support;
 
-
 use futures::StreamExt;
 use ipc::Error;
 use serde_json::{json, Value};
