@@ -18,6 +18,7 @@
 //! worse than a peer that never sends, and its death still shows on the
 //! socket.
 
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,23 +29,44 @@ use crate::sync::{fence, Ordering};
 /// This side's and the peer's bells in a region.
 #[derive(Debug, Clone)]
 pub(crate) struct Bells {
-    region: Arc<Region>,
-    me: usize,
+    /// Keeps the memory behind `mine` and `peer` alive.
+    _region: Arc<Region>,
+    /// `&region.ctl().bells[me]` and `[1 - me]`, resolved once.
+    mine: NonNull<Bell>,
+    peer: NonNull<Bell>,
 }
+
+// SAFETY: the pointers point into `_region`'s control block, which is Send +
+// Sync and kept alive by the Arc; they are only read as `&Bell` (atomics).
+unsafe impl Send for Bells {}
+// SAFETY: as above.
+unsafe impl Sync for Bells {}
 
 impl Bells {
     pub(crate) fn new(region: Arc<Region>, me: usize) -> Bells {
-        Bells { region, me }
+        let bells = &region.ctl().bells;
+        let mine = NonNull::from(&bells[me].0);
+        let peer = NonNull::from(&bells[1 - me].0);
+        Bells {
+            _region: region,
+            mine,
+            peer,
+        }
     }
 
     /// The bell this side sleeps on.
+    #[inline]
     pub(crate) fn mine(&self) -> &Bell {
-        &self.region.ctl().bells[self.me].0
+        // SAFETY: points into the control block of `_region`, alive as long
+        // as `self`; a `Bell` holds only atomics.
+        unsafe { self.mine.as_ref() }
     }
 
     /// The bell the peer sleeps on.
+    #[inline]
     pub(crate) fn peer(&self) -> &Bell {
-        &self.region.ctl().bells[1 - self.me].0
+        // SAFETY: as in `mine`.
+        unsafe { self.peer.as_ref() }
     }
 
     /// Announces that this side is about to sleep on `how`
@@ -72,13 +94,22 @@ impl Bells {
     /// Returns which doorbells to ring (the futex is rung here; the caller
     /// sends the socket byte, if [`WAIT_SOCKET`] is set).
     #[must_use]
+    #[inline]
     pub(crate) fn ring_peer(&self) -> u32 {
         // SYNC POINT with the fence in `prepare_sleep` (see there).
         fence(Ordering::SeqCst);
-        let bell = self.peer();
-        if bell.waiting.load(Ordering::Relaxed) == 0 {
+        if self.peer().waiting.load(Ordering::Relaxed) == 0 {
             return 0;
         }
+        self.wake_peer()
+    }
+
+    /// The peer has announced that it sleeps: takes the announcement and
+    /// wakes it (see [`Self::ring_peer`]).
+    #[cold]
+    #[inline(never)]
+    fn wake_peer(&self) -> u32 {
+        let bell = self.peer();
         let how = bell.waiting.swap(0, Ordering::AcqRel);
         if how == 0 {
             return 0;
@@ -114,12 +145,14 @@ impl Bells {
     }
 
     /// The peer's closed bits.
+    #[inline]
     pub(crate) fn peer_closed(&self) -> u32 {
         // SYNC POINT with the Release in `close`.
         self.peer().closed.load(Ordering::Acquire)
     }
 
     /// Whether the peer has dropped the connection.
+    #[inline]
     pub(crate) fn peer_gone(&self) -> bool {
         self.peer_closed() & CLOSED_GONE != 0
     }

@@ -92,6 +92,7 @@ impl ShmConnection {
     /// [`Error::Disconnected`] when the peer is gone; [`Error::FrameTooLarge`]
     /// above the configured maximum; [`Error::Corrupt`] when the peer broke
     /// the ring.
+    #[inline]
     pub fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.tx.send(msg)
     }
@@ -105,6 +106,7 @@ impl ShmConnection {
     /// message above the configured maximum; [`Error::Corrupt`] when the peer
     /// broke the ring. After an error other than `Disconnected`, drop the
     /// connection.
+    #[inline]
     pub fn recv(&mut self) -> Result<Message<'_>> {
         self.rx.recv()
     }
@@ -136,6 +138,7 @@ impl ShmSender {
     /// # Errors
     ///
     /// As [`ShmConnection::send`].
+    #[inline]
     pub fn send(&mut self, msg: &[u8]) -> Result<()> {
         let max = self.max_message;
         if msg.len() > max {
@@ -144,6 +147,18 @@ impl ShmSender {
                 max,
             });
         }
+        // The common case: room for the whole message, written at once.
+        if !self.link.gone() && self.prod.try_send_fast(msg) {
+            self.link.notify();
+            return Ok(());
+        }
+        self.send_slow(msg)
+    }
+
+    /// Sends a message that does not fit at once: refreshes the view of the
+    /// free space, pads, sends in pieces, spins and sleeps as needed.
+    #[inline(never)]
+    fn send_slow(&mut self, msg: &[u8]) -> Result<()> {
         let mut sent = 0;
         let prod = &mut self.prod;
         let link = &*self.link;
@@ -180,13 +195,35 @@ impl ShmReceiver {
     /// # Errors
     ///
     /// As [`ShmConnection::recv`].
+    #[inline]
     pub fn recv(&mut self) -> Result<Message<'_>> {
+        // The common case: a whole message waiting, read in place.
+        let got = match self.next_whole() {
+            Some(rec) => Got::Borrowed(rec),
+            None => self.recv_slow()?,
+        };
+        Ok(self.wrap(got))
+    }
+
+    /// The next record if it is a whole message (see
+    /// [`Consumer::next_whole`]).
+    #[inline]
+    fn next_whole(&mut self) -> Option<Record> {
+        if self.asm.is_assembling() {
+            return None;
+        }
+        self.cons.next_whole(self.max_message)
+    }
+
+    /// Waits for the next message: spins, sleeps, reassembles pieces,
+    /// reports errors and the peer's departure.
+    #[inline(never)]
+    fn recv_slow(&mut self) -> Result<Got> {
         let cons = &mut self.cons;
         let asm = &mut self.asm;
         let link = &*self.link;
         let max = self.max_message;
-        let got = link.wait_until(|gone| step(cons, asm, link, max, gone))?;
-        Ok(self.wrap(got))
+        link.wait_until(|gone| step(cons, asm, link, max, gone))
     }
 
     /// Receives a message if one is complete, without waiting.
@@ -206,6 +243,7 @@ impl ShmReceiver {
         Ok(got.map(|g| self.wrap(g)))
     }
 
+    #[inline]
     fn wrap(&mut self, got: Got) -> Message<'_> {
         match got {
             Got::Borrowed(rec) => Message {
@@ -235,6 +273,7 @@ enum Got {
     Owned(Vec<u8>),
 }
 
+#[inline]
 fn step(
     cons: &mut Consumer,
     asm: &mut Assembly,
@@ -242,6 +281,11 @@ fn step(
     max: usize,
     gone: bool,
 ) -> Result<Option<Got>> {
+    if !asm.is_assembling() {
+        if let Some(rec) = cons.next_whole(max) {
+            return Ok(Some(Got::Borrowed(rec)));
+        }
+    }
     let before = cons.position();
     let mut got = cons.try_recv(asm, max)?;
     if matches!(got, Recv::Empty) {
@@ -292,6 +336,7 @@ impl Message<'_> {
 impl Deref for Message<'_> {
     type Target = [u8];
 
+    #[inline]
     fn deref(&self) -> &[u8] {
         match &self.inner {
             // SAFETY: `rec` is the last record peeked by this receiver and is
@@ -310,6 +355,7 @@ impl AsRef<[u8]> for Message<'_> {
 }
 
 impl Drop for Message<'_> {
+    #[inline]
     fn drop(&mut self) {
         if let Inner::Borrowed { rx, rec } = &mut self.inner {
             rx.cons.release(rec.advance);

@@ -31,12 +31,14 @@ pub(crate) struct Link {
 
 impl Link {
     /// After publishing data or freeing space: wakes the peer if it sleeps.
+    #[inline]
     pub(crate) fn notify(&self) {
         if self.bells.ring_peer() & WAIT_SOCKET != 0 {
             self.send_wake_byte();
         }
     }
 
+    #[cold]
     fn send_wake_byte(&self) {
         if let Some(sock) = &self.sock {
             // A full socket buffer means unread wake bytes: the peer wakes anyway.
@@ -45,6 +47,7 @@ impl Link {
     }
 
     /// Whether the peer has gone (socket hang-up or its closed flag).
+    #[inline]
     pub(crate) fn gone(&self) -> bool {
         self.hung_up.load(Ordering::Relaxed) || self.bells.peer_gone()
     }

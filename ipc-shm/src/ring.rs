@@ -15,6 +15,7 @@
 //! kind must be known and its length must fit in the published bytes and in
 //! the data area. A violation is [`Error::Corrupt`].
 
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 use ipc_core::{Error, Result};
@@ -56,21 +57,36 @@ fn record_len(n: usize) -> u64 {
     HDR as u64 + pad16(n as u64)
 }
 
+#[cold]
+#[inline(never)]
 fn corrupt(what: impl Into<String>) -> Error {
     Error::Corrupt(what.into())
+}
+
+/// Formats a corruption report out of the hot path (the arguments are only
+/// built on the error branch, which the call marks as unlikely).
+#[cold]
+#[inline(never)]
+fn corrupt_fmt(what: std::fmt::Arguments<'_>) -> Error {
+    Error::Corrupt(what.to_string())
 }
 
 /// Which ring of a region, and its geometry.
 #[derive(Debug, Clone)]
 struct RingRef {
-    region: Arc<Region>,
+    /// Keeps the memory behind `ctl` and `data` alive.
+    _region: Arc<Region>,
     index: usize,
+    /// `&region.ctl().rings[index]`, resolved once.
+    ctl: NonNull<RingCtl>,
     data: *mut u8,
+    /// Bytes in the data area: a power of two (a region invariant).
     cap: u64,
 }
 
-// SAFETY: `data` points into `region`, which is Send + Sync and kept alive by
-// the Arc; the pointer is only dereferenced under the ring protocol.
+// SAFETY: `ctl` and `data` point into `_region`, which is Send + Sync and kept
+// alive by the Arc; `ctl` is only read through `&RingCtl` (atomics), `data`
+// only under the ring protocol.
 unsafe impl Send for RingRef {}
 // SAFETY: as above.
 unsafe impl Sync for RingRef {}
@@ -79,16 +95,29 @@ impl RingRef {
     fn new(region: Arc<Region>, index: usize) -> RingRef {
         let data = region.data(index);
         let cap = region.capacity() as u64;
+        debug_assert!(cap.is_power_of_two());
+        let ctl = NonNull::from(&region.ctl().rings[index]);
         RingRef {
-            region,
+            _region: region,
             index,
+            ctl,
             data,
             cap,
         }
     }
 
+    #[inline]
     fn ctl(&self) -> &RingCtl {
-        &self.region.ctl().rings[self.index]
+        // SAFETY: `ctl` points into the control block of `_region`, which
+        // lives as long as `self` (the Arc), and holds only atomics.
+        unsafe { self.ctl.as_ref() }
+    }
+
+    /// Offset in the data area of byte position `pos` (`pos % cap`; `cap`
+    /// is a power of two, so no division).
+    #[inline]
+    fn offset(&self, pos: u64) -> u64 {
+        pos & (self.cap - 1)
     }
 }
 
@@ -104,6 +133,20 @@ pub(crate) struct Record {
     pub off: usize,
     /// Bytes the record takes in the ring.
     pub advance: u64,
+}
+
+/// A record header as read, unchecked, with where it lies.
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    /// Offset of the header in the data area.
+    off: u64,
+    /// Published bytes from the header on.
+    avail: u64,
+    /// Bytes from the header to the end of the data area.
+    to_end: u64,
+    kind: u32,
+    len: u64,
+    total: u64,
 }
 
 /// The writing end of a ring.
@@ -135,18 +178,20 @@ impl Producer {
 
     /// Largest payload sent as one record: half the ring, so a record plus
     /// the padding before it always fits in an empty ring.
+    #[inline]
     pub(crate) fn max_record_payload(&self) -> usize {
         self.ring.cap as usize / 2 - HDR
     }
 
     /// Reads the consumer's tail and checks it.
+    #[inline]
     fn refresh_tail(&mut self) -> Result<()> {
         // SYNC POINT with Consumer::release (tail store, Release): the consumer
         // has finished reading every byte below this tail, so we may overwrite
         // them.
         let t = self.ring.ctl().tail.0.load(Ordering::Acquire);
         if t < self.tail || t > self.published || t % HDR as u64 != 0 {
-            return Err(corrupt(format!(
+            return Err(corrupt_fmt(format_args!(
                 "ring {} tail moved to {t} (was {}, head {})",
                 self.ring.index, self.tail, self.published
             )));
@@ -174,12 +219,13 @@ impl Producer {
     /// writing a PAD record first when the record does not fit before the
     /// end of the data area. Returns the payload bytes that fit, or `None`
     /// when the ring is too full.
+    #[inline]
     fn reserve(&mut self, min: usize, want: usize) -> Result<Option<usize>> {
         debug_assert!(min <= want && record_len(min) <= self.ring.cap / 2 + HDR as u64);
         let mut refreshed = false;
         loop {
             let free = self.ring.cap - (self.head - self.tail);
-            let off = self.head % self.ring.cap;
+            let off = self.ring.offset(self.head);
             let to_end = self.ring.cap - off;
             let need = record_len(min);
             if to_end >= need {
@@ -200,6 +246,7 @@ impl Producer {
         }
     }
 
+    #[inline]
     fn write_header(&mut self, off: usize, kind: u32, len: u32, total: u64) {
         let mut h = [0u8; HDR];
         h[0..4].copy_from_slice(&kind.to_le_bytes());
@@ -213,8 +260,9 @@ impl Producer {
     }
 
     /// Appends a record; `reserve` must have granted `bytes.len()` bytes.
+    #[inline]
     fn append(&mut self, kind: u32, total: u64, bytes: &[u8]) {
-        let off = (self.head % self.ring.cap) as usize;
+        let off = self.ring.offset(self.head) as usize;
         self.write_header(off, kind, bytes.len() as u32, total);
         debug_assert!(off + HDR + bytes.len() <= self.ring.cap as usize);
         // SAFETY: reserve granted record_len(bytes.len()) bytes at `off`
@@ -230,6 +278,7 @@ impl Producer {
     }
 
     /// Makes the appended records visible to the consumer.
+    #[inline]
     pub(crate) fn publish(&mut self) {
         if self.head != self.published {
             // SYNC POINT with Consumer::refresh_head (head load, Acquire): every
@@ -242,6 +291,7 @@ impl Producer {
 
     /// Writes up to `bytes.len()` bytes as one record (a run of a byte
     /// stream); returns how many, or `None` when the ring is full. Publishes.
+    #[inline]
     pub(crate) fn try_write_stream(&mut self, bytes: &[u8]) -> Result<Option<usize>> {
         if bytes.is_empty() {
             return Ok(Some(0));
@@ -256,10 +306,31 @@ impl Producer {
         Ok(Some(n))
     }
 
+    /// Writes `msg` as one whole record and publishes it if it fits before
+    /// the end of the data area in the space known to be free (no shared
+    /// memory is read); `false` otherwise, for [`Self::try_send_message`]
+    /// to handle. The fast path of the message API.
+    #[inline]
+    pub(crate) fn try_send_fast(&mut self, msg: &[u8]) -> bool {
+        if msg.len() > self.max_record_payload() {
+            return false;
+        }
+        let need = record_len(msg.len().max(1));
+        let free = self.ring.cap - (self.head - self.tail);
+        let to_end = self.ring.cap - self.ring.offset(self.head);
+        if need > free || need > to_end {
+            return false;
+        }
+        self.append(kind::WHOLE, msg.len() as u64, msg);
+        self.publish();
+        true
+    }
+
     /// Pushes as much of message `msg` as fits, continuing from `*sent` bytes
     /// already sent; returns `true` once all of it is in the ring. Messages up
     /// to [`Self::max_record_payload`] go as one record, larger ones in pieces.
     /// Publishes what it wrote.
+    #[inline]
     pub(crate) fn try_send_message(&mut self, msg: &[u8], sent: &mut usize) -> Result<bool> {
         let total = msg.len();
         let max = self.max_record_payload();
@@ -323,12 +394,13 @@ impl Consumer {
     }
 
     /// Reads the producer's head and checks it.
+    #[inline]
     fn refresh_head(&mut self) -> Result<()> {
         // SYNC POINT with Producer::publish (head store, Release): the record
         // bytes below this head are written and visible to us.
         let h = self.ring.ctl().head.0.load(Ordering::Acquire);
         if h < self.head || h - self.tail > self.ring.cap || h % HDR as u64 != 0 {
-            return Err(corrupt(format!(
+            return Err(corrupt_fmt(format_args!(
                 "ring {} head moved to {h} (was {}, tail {}, capacity {})",
                 self.ring.index, self.head, self.tail, self.ring.cap
             )));
@@ -363,11 +435,13 @@ impl Consumer {
     }
 
     /// Our tail: bytes released so far.
+    #[inline]
     pub(crate) fn position(&self) -> u64 {
         self.tail
     }
 
     /// Whether a record is waiting (re-reads the head when none is known).
+    #[inline]
     pub(crate) fn has_data(&mut self) -> Result<bool> {
         if self.head == self.tail {
             self.refresh_head()?;
@@ -375,32 +449,82 @@ impl Consumer {
         Ok(self.head != self.tail)
     }
 
+    /// Reads the header of the record at the tail; there must be one
+    /// (`head != tail`). Also asks the cache for the start of its payload.
+    #[inline]
+    fn header(&self) -> Header {
+        debug_assert!(self.head != self.tail);
+        let avail = self.head - self.tail;
+        let off = self.ring.offset(self.tail);
+        let to_end = self.ring.cap - off;
+        // avail and to_end are non-zero multiples of 16, so >= HDR.
+        self.prefetch(off as usize, avail.min(to_end) as usize);
+        let mut h = [0u8; HDR];
+        // SAFETY: off + HDR <= cap (to_end >= 16) and the bytes lie in
+        // [tail, head), published by the producer (Acquire in refresh_head)
+        // and not yet released by us.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ring.data.add(off as usize), h.as_mut_ptr(), HDR)
+        }
+        Header {
+            off,
+            avail,
+            to_end,
+            kind: u32::from_le_bytes([h[0], h[1], h[2], h[3]]),
+            len: u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as u64,
+            total: u64::from_le_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]),
+        }
+    }
+
+    /// The next record if it is a whole message of at most `max` bytes that
+    /// passes every check of [`Self::peek`] and [`Self::try_recv`]; `None`
+    /// for anything else (nothing published, padding, a piece, an error),
+    /// which the caller then hands to the general path. The fast path of
+    /// the message API.
+    #[inline]
+    pub(crate) fn next_whole(&mut self, max: usize) -> Option<Record> {
+        if !self.has_data().unwrap_or(false) {
+            return None;
+        }
+        let h = self.header();
+        let advance = HDR as u64 + pad16(h.len);
+        if h.kind != kind::WHOLE
+            || advance > h.avail
+            || advance > h.to_end
+            || h.total != h.len
+            || h.len > max as u64
+        {
+            return None;
+        }
+        Some(Record {
+            kind: kind::WHOLE,
+            len: h.len as usize,
+            total: h.total,
+            off: (h.off + HDR as u64) as usize,
+            advance,
+        })
+    }
+
     /// The next data record, skipping padding, without consuming it.
+    #[inline]
     pub(crate) fn peek(&mut self) -> Result<Option<Record>> {
         loop {
             if !self.has_data()? {
                 return Ok(None);
             }
             let cap = self.ring.cap;
-            let avail = self.head - self.tail;
-            let off = self.tail % cap;
-            let to_end = cap - off;
-            // avail and to_end are non-zero multiples of 16, so >= HDR.
-            self.prefetch(off as usize, avail.min(to_end) as usize);
-            let mut h = [0u8; HDR];
-            // SAFETY: off + HDR <= cap (to_end >= 16) and the bytes lie in
-            // [tail, head), published by the producer (Acquire in
-            // refresh_head) and not yet released by us.
-            unsafe {
-                std::ptr::copy_nonoverlapping(self.ring.data.add(off as usize), h.as_mut_ptr(), HDR)
-            }
-            let k = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
-            let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as u64;
-            let total = u64::from_le_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]);
+            let Header {
+                off,
+                avail,
+                to_end,
+                kind: k,
+                len,
+                total,
+            } = self.header();
             match k {
                 kind::PAD => {
                     if len != to_end - HDR as u64 || avail < to_end {
-                        return Err(corrupt(format!(
+                        return Err(corrupt_fmt(format_args!(
                             "ring {} padding of {len} bytes at offset {off} does not reach the end of the {cap}-byte area ({avail} bytes published)",
                             self.ring.index
                         )));
@@ -410,7 +534,7 @@ impl Consumer {
                 kind::WHOLE | kind::FIRST | kind::MIDDLE | kind::LAST => {
                     let advance = HDR as u64 + pad16(len);
                     if advance > avail || advance > to_end {
-                        return Err(corrupt(format!(
+                        return Err(corrupt_fmt(format_args!(
                             "ring {} record of {len} bytes at offset {off} overruns the {avail} published bytes or the {cap}-byte area",
                             self.ring.index
                         )));
@@ -424,7 +548,7 @@ impl Consumer {
                     }));
                 }
                 other => {
-                    return Err(corrupt(format!(
+                    return Err(corrupt_fmt(format_args!(
                         "ring {} record kind {other:#x} at offset {off} is unknown",
                         self.ring.index
                     )))
@@ -440,6 +564,7 @@ impl Consumer {
     /// `rec` must come from the last `peek` and not be released yet, and
     /// `from + n <= rec.len`; the slice must be dropped before the record is
     /// released.
+    #[inline]
     pub(crate) unsafe fn payload(&self, rec: &Record, from: usize, n: usize) -> &[u8] {
         debug_assert!(from + n <= rec.len);
         // SAFETY: peek checked that rec.off + rec.len lies inside the data
@@ -451,6 +576,7 @@ impl Consumer {
     }
 
     /// Releases `advance` bytes to the producer.
+    #[inline]
     pub(crate) fn release(&mut self, advance: u64) {
         debug_assert!(self.tail + advance <= self.head);
         self.tail += advance;
@@ -503,6 +629,14 @@ pub(crate) struct Assembly {
     buf: Option<(Vec<u8>, usize)>,
 }
 
+impl Assembly {
+    /// Whether pieces of a message have been taken and more must follow.
+    #[inline]
+    pub(crate) fn is_assembling(&self) -> bool {
+        self.buf.is_some()
+    }
+}
+
 /// What [`Consumer::try_recv`] found.
 #[derive(Debug)]
 pub(crate) enum Recv {
@@ -517,6 +651,7 @@ pub(crate) enum Recv {
 impl Consumer {
     /// Takes the next message, or as many of its pieces as are available.
     /// `max` bounds the message length (checked before any allocation).
+    #[inline]
     pub(crate) fn try_recv(&mut self, asm: &mut Assembly, max: usize) -> Result<Recv> {
         loop {
             let Some(rec) = self.peek()? else {
@@ -525,7 +660,7 @@ impl Consumer {
             match (&mut asm.buf, rec.kind) {
                 (None, kind::WHOLE) => {
                     if rec.total != rec.len as u64 {
-                        return Err(corrupt(format!(
+                        return Err(corrupt_fmt(format_args!(
                             "whole message of {} bytes claims a total of {}",
                             rec.len, rec.total
                         )));
@@ -544,7 +679,7 @@ impl Consumer {
                     }
                     let total = rec.total as usize;
                     if rec.len >= total {
-                        return Err(corrupt(format!(
+                        return Err(corrupt_fmt(format_args!(
                             "first piece of {} bytes of a {total}-byte message",
                             rec.len
                         )));
@@ -560,7 +695,7 @@ impl Consumer {
                     let end = v.len() + rec.len;
                     let last = rec.kind == kind::LAST;
                     if (last && end != *total) || (!last && end >= *total) {
-                        return Err(corrupt(format!(
+                        return Err(corrupt_fmt(format_args!(
                             "pieces add up to {end} bytes of a {total}-byte message"
                         )));
                     }
@@ -573,7 +708,7 @@ impl Consumer {
                     }
                 }
                 (_, k) => {
-                    return Err(corrupt(format!(
+                    return Err(corrupt_fmt(format_args!(
                         "record kind {k:#x} out of sequence ({} a message)",
                         if asm.buf.is_some() {
                             "in the middle of"
@@ -680,6 +815,46 @@ mod tests {
     }
 
     #[test]
+    fn fast_paths_take_whole_messages_only() {
+        let (mut p, mut c, _r) = pair(MIN_RING_CAPACITY);
+        assert_eq!(c.next_whole(usize::MAX), None);
+        assert!(p.try_send_fast(b"hello"));
+        // Above the reader's maximum: left to the general path's error.
+        assert_eq!(c.next_whole(4), None);
+        let rec = c.next_whole(5).expect("a whole message");
+        // SAFETY: just peeked; released right after the copy.
+        assert_eq!(unsafe { c.payload(&rec, 0, rec.len) }, b"hello");
+        c.release(rec.advance);
+        // Larger than one record: pieces, for the general path.
+        assert!(!p.try_send_fast(&[0; MIN_RING_CAPACITY]));
+        let mut sent = 0;
+        assert!(!p
+            .try_send_message(&[3; MIN_RING_CAPACITY], &mut sent)
+            .unwrap());
+        assert_eq!(c.next_whole(usize::MAX), None);
+        // Not enough room before the end of the area: padding is the
+        // general path's job too.
+        let (mut p, mut c, _r) = pair(MIN_RING_CAPACITY);
+        let big = [1u8; 1500]; // 1520-byte records: two fit, a third does not
+        assert!(p.try_send_fast(&big));
+        assert!(p.try_send_fast(&big));
+        assert!(!p.try_send_fast(&big));
+        let rec = c.next_whole(usize::MAX).unwrap();
+        c.release(rec.advance);
+        let rec = c.next_whole(usize::MAX).unwrap();
+        c.release(rec.advance);
+        // 1056 bytes left before the end: a 1120-byte record needs padding.
+        assert!(!p.try_send_fast(&[2; 1100]));
+        let mut sent = 0;
+        assert!(p.try_send_message(&[2; 1100], &mut sent).unwrap());
+        assert_eq!(c.next_whole(usize::MAX), None, "padding first");
+        match c.try_recv(&mut Assembly::default(), usize::MAX).unwrap() {
+            Recv::Borrowed(rec) => assert_eq!(rec.len, 1100),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn full_ring_reports_no_room() {
         let (mut p, _c, _r) = pair(MIN_RING_CAPACITY);
         let msg = [7u8; 1000];
@@ -726,6 +901,8 @@ mod tests {
     }
 
     fn expect_corrupt(c: &mut Consumer) -> String {
+        // The fast path declines what the general path rejects.
+        assert_eq!(c.next_whole(usize::MAX), None);
         match c.try_recv(&mut Assembly::default(), usize::MAX) {
             Err(Error::Corrupt(m)) => m,
             other => panic!("expected Corrupt, got {other:?}"),

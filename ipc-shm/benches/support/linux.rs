@@ -19,11 +19,13 @@ const SPIN: Duration = Duration::from_micros(50);
 
 /// What to run: `--quick` (fewer samples, one round), `--rounds N` (each
 /// measurement repeated N times, interleaved; the medians are reported),
-/// `--only floor,blocking,async,unix,iceoryx2,throughput`.
+/// `--only floor,blocking,async,unix,iceoryx2,throughput`, or
+/// `--single blocking|async N` (see [`single_process`]).
 struct Args {
     quick: bool,
     rounds: usize,
     only: Option<Vec<String>>,
+    single: Option<(String, usize)>,
 }
 
 impl Args {
@@ -32,6 +34,7 @@ impl Args {
             quick: false,
             rounds: 5,
             only: None,
+            single: None,
         };
         let mut it = std::env::args().skip(1);
         while let Some(arg) = it.next() {
@@ -42,6 +45,11 @@ impl Args {
                 }
                 "--rounds" => a.rounds = it.next().and_then(|v| v.parse().ok()).unwrap_or(5).max(1),
                 "--only" => a.only = it.next().map(|v| v.split(',').map(str::to_owned).collect()),
+                "--single" => {
+                    let api = it.next().unwrap_or_default();
+                    let n = it.next().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+                    a.single = Some((api, n));
+                }
                 // `cargo bench` passes `--bench`; ignore what we do not know.
                 _ => {}
             }
@@ -95,6 +103,10 @@ pub fn main() {
         return;
     }
     let args = Args::parse();
+    if let Some((api, n)) = &args.single {
+        single_process(api, *n);
+        return;
+    }
     let n = if args.quick { 20_000 } else { 200_000 };
     let dir = tempfile::tempdir().unwrap();
     pin(0);
@@ -797,5 +809,63 @@ fn child(role: &str, arg: &str) {
             }
         }
         other => panic!("unknown role {other}"),
+    }
+}
+
+/// `n` round trips of 64 B between the two ends of one connection in this
+/// one process, never waiting: the code path of a message without the
+/// cache-line transfers, for counting instructions
+/// (`valgrind --tool=callgrind ... -- --single blocking 20000`, minus a run
+/// with fewer round trips).
+fn single_process(api: &str, n: usize) {
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+    let dir = tempfile::tempdir().unwrap();
+    let addr = shm_addr(dir.path(), "single.sock");
+    let rt = runtime();
+    let msg = [7u8; MSG];
+    let mut buf = [0u8; MSG];
+    match api {
+        "blocking" => {
+            let mut listener = rt.block_on(async { ShmListener::bind(&addr) }).unwrap();
+            let a = addr.clone();
+            let t = std::thread::spawn(move || ShmConnection::connect(&a, &ShmOptions::new()));
+            let mut server = rt.block_on(listener.accept_connection()).unwrap();
+            let mut client = t.join().unwrap().unwrap();
+            for _ in 0..n {
+                client.send(&msg).unwrap();
+                let m = server.recv().unwrap();
+                buf.copy_from_slice(&m);
+                drop(m);
+                server.send(&buf).unwrap();
+                std::hint::black_box(client.recv().unwrap().len());
+            }
+        }
+        "async" => {
+            let (mut server, mut client) = rt.block_on(async {
+                let mut listener = ShmListener::bind(&addr).unwrap();
+                let client = ShmTransport::connect(&addr, &ShmOptions::new())
+                    .await
+                    .unwrap();
+                (listener.accept_shm().await.unwrap(), client)
+            });
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut out = [0u8; MSG];
+            for _ in 0..n {
+                let w = Pin::new(&mut client).poll_write(&mut cx, &msg);
+                assert!(matches!(w, Poll::Ready(Ok(MSG))));
+                let mut rb = ReadBuf::new(&mut buf);
+                assert!(Pin::new(&mut server).poll_read(&mut cx, &mut rb).is_ready());
+                assert_eq!(rb.filled().len(), MSG);
+                let w = Pin::new(&mut server).poll_write(&mut cx, &buf);
+                assert!(matches!(w, Poll::Ready(Ok(MSG))));
+                let mut rb = ReadBuf::new(&mut out);
+                assert!(Pin::new(&mut client).poll_read(&mut cx, &mut rb).is_ready());
+                assert_eq!(rb.filled().len(), MSG);
+            }
+        }
+        other => panic!("--single blocking|async N, not {other}"),
     }
 }
