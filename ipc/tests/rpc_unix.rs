@@ -260,22 +260,20 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_removes_the_socket() 
     let listener = ipc::bind(&address).await.unwrap();
     let handle = Server::builder().build().serve(listener, test_router());
     let client = ipc::connect(&address).await.unwrap();
-    let calls: Vec<_> = (0..10)
-        .map(|i| {
-            let c = client.clone();
-            tokio::spawn(async move { c.request::<u64>("sleep_ms", (200 + i,)).await })
-        })
-        .collect();
-    let _: i64 = client.request("add", (0, 0)).await.unwrap();
-    within(10, "shutdown", handle.shutdown(Duration::from_secs(5)))
-        .await
-        .unwrap();
-    for (i, c) in calls.into_iter().enumerate() {
-        assert_eq!(
-            c.await.unwrap().unwrap(),
-            200 + i as u64,
-            "in-flight request finished"
-        );
+    // join! polls in order: the ten calls are queued on the connection before
+    // the `add` whose answer starts the shutdown, so all ten are in flight.
+    let calls = futures::future::join_all(
+        (0..10u64).map(|i| client.request::<u64>("sleep_ms", (200 + i,))),
+    );
+    let stop = async {
+        let _: i64 = client.request("add", (0, 0)).await.unwrap();
+        within(10, "shutdown", handle.shutdown(Duration::from_secs(5)))
+            .await
+            .unwrap();
+    };
+    let (results, ()) = tokio::join!(calls, stop);
+    for (i, r) in results.into_iter().enumerate() {
+        assert_eq!(r.unwrap(), 200 + i as u64, "in-flight request finished");
     }
     assert!(!path.exists(), "the socket file is removed");
     let err = ipc::connect(&address).await.unwrap_err();
