@@ -111,6 +111,19 @@ impl ShmConnection {
         self.rx.recv()
     }
 
+    /// Receives the next message into `buf`, replacing its contents and
+    /// reusing its memory, blocking until one arrives: one copy out of the
+    /// ring, straight into `buf`, and no allocation once `buf` is large
+    /// enough (for a message sent in pieces, the pieces are gathered in a
+    /// buffer of the receiver's that is then swapped with `buf`).
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Self::recv).
+    pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        self.rx.recv_into(buf)
+    }
+
     /// Receives a message if one is complete, without waiting.
     ///
     /// # Errors
@@ -226,6 +239,34 @@ impl ShmReceiver {
         link.wait_until(|gone| step(cons, asm, link, max, gone))
     }
 
+    /// Receives the next message into `buf` (replacing its contents),
+    /// blocking until one arrives. See [`ShmConnection::recv_into`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ShmConnection::recv`].
+    pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        let got = match self.next_whole() {
+            Some(rec) => Got::Borrowed(rec),
+            None => self.recv_slow()?,
+        };
+        match got {
+            Got::Borrowed(rec) => {
+                buf.clear();
+                // SAFETY: `rec` was just peeked by this receiver and is
+                // released right after the copy.
+                buf.extend_from_slice(unsafe { self.cons.payload(&rec, 0, rec.len) });
+                self.cons.release(rec.advance);
+                self.link.notify();
+            }
+            Got::Owned(v) => {
+                let old = std::mem::replace(buf, v);
+                self.asm.give_back(old);
+            }
+        }
+        Ok(())
+    }
+
     /// Receives a message if one is complete, without waiting.
     ///
     /// # Errors
@@ -250,7 +291,7 @@ impl ShmReceiver {
                 inner: Inner::Borrowed { rx: self, rec },
             },
             Got::Owned(v) => Message {
-                inner: Inner::Owned(v),
+                inner: Inner::Owned { rx: self, v },
             },
         }
     }
@@ -323,7 +364,8 @@ enum Inner<'a> {
         rx: &'a mut ShmReceiver,
         rec: Record,
     },
-    Owned(Vec<u8>),
+    /// Reassembled from pieces; the buffer goes back to `rx` for reuse.
+    Owned { rx: &'a mut ShmReceiver, v: Vec<u8> },
 }
 
 impl Message<'_> {
@@ -343,7 +385,7 @@ impl Deref for Message<'_> {
             // released only in our Drop; the receiver is mutably borrowed for
             // our lifetime, so nothing else can release or peek meanwhile.
             Inner::Borrowed { rx, rec } => unsafe { rx.cons.payload(rec, 0, rec.len) },
-            Inner::Owned(v) => v,
+            Inner::Owned { v, .. } => v,
         }
     }
 }
@@ -357,9 +399,12 @@ impl AsRef<[u8]> for Message<'_> {
 impl Drop for Message<'_> {
     #[inline]
     fn drop(&mut self) {
-        if let Inner::Borrowed { rx, rec } = &mut self.inner {
-            rx.cons.release(rec.advance);
-            rx.link.notify();
+        match &mut self.inner {
+            Inner::Borrowed { rx, rec } => {
+                rx.cons.release(rec.advance);
+                rx.link.notify();
+            }
+            Inner::Owned { rx, v } => rx.asm.give_back(std::mem::take(v)),
         }
     }
 }
@@ -435,6 +480,46 @@ mod tests {
         assert_eq!(&*a.recv().unwrap(), b"last words");
         assert!(matches!(a.recv(), Err(Error::Disconnected)));
         assert!(matches!(a.send(b"x"), Err(Error::Disconnected)));
+    }
+
+    #[test]
+    fn recv_into_fills_and_reuses_the_buffer() {
+        let (a, mut b) = heap_pair(MIN_RING_CAPACITY);
+        let (mut tx, _rx) = a.into_split();
+        // Whole records and messages in pieces, alternating.
+        let sizes = [10usize, 9000, 0, 20_000, 100, 9000];
+        let t = std::thread::spawn(move || {
+            for (i, &n) in sizes.iter().enumerate() {
+                tx.send(&vec![i as u8 + 1; n]).unwrap();
+            }
+        });
+        let mut buf = vec![0xee; 5];
+        for (i, &n) in sizes.iter().enumerate() {
+            b.recv_into(&mut buf).unwrap();
+            assert_eq!(buf.len(), n, "message {i}");
+            assert!(buf.iter().all(|&x| x == i as u8 + 1), "message {i}");
+        }
+        t.join().unwrap();
+        // A message in pieces read through `recv` after buffers were handed
+        // back still arrives whole.
+        let (mut a, mut b) = heap_pair(MIN_RING_CAPACITY);
+        let mut buf = Vec::with_capacity(50_000);
+        for round in 0..3u8 {
+            let msg = vec![round; 12_000];
+            let t = std::thread::spawn(move || {
+                a.send(&msg).unwrap();
+                a
+            });
+            if round == 1 {
+                let m = b.recv().unwrap();
+                assert!(!m.is_borrowed());
+                assert!(m.len() == 12_000 && m.iter().all(|&x| x == round));
+            } else {
+                b.recv_into(&mut buf).unwrap();
+                assert!(buf.len() == 12_000 && buf.iter().all(|&x| x == round));
+            }
+            a = t.join().unwrap();
+        }
     }
 
     #[test]

@@ -627,13 +627,29 @@ impl Consumer {
 #[derive(Debug, Default)]
 pub(crate) struct Assembly {
     buf: Option<(Vec<u8>, usize)>,
+    /// A buffer handed back by the reader, reused for the next message sent
+    /// in pieces (no allocation per large message).
+    spare: Vec<u8>,
 }
+
+/// Largest spare buffer kept for reuse between messages.
+const SPARE_MAX: usize = 8 << 20;
 
 impl Assembly {
     /// Whether pieces of a message have been taken and more must follow.
     #[inline]
     pub(crate) fn is_assembling(&self) -> bool {
         self.buf.is_some()
+    }
+
+    /// Takes back a buffer that held a reassembled message (or any buffer
+    /// the reader no longer needs), to reuse its memory for the next one;
+    /// very large ones are freed.
+    pub(crate) fn give_back(&mut self, mut v: Vec<u8>) {
+        if v.capacity() > self.spare.capacity() && v.capacity() <= SPARE_MAX {
+            v.clear();
+            self.spare = v;
+        }
     }
 }
 
@@ -684,7 +700,9 @@ impl Consumer {
                             rec.len
                         )));
                     }
-                    let mut v = Vec::with_capacity(total);
+                    let mut v = std::mem::take(&mut asm.spare);
+                    v.clear();
+                    v.reserve_exact(total);
                     // SAFETY: rec is the last peeked record, unreleased; the
                     // slice is copied and dropped before release.
                     v.extend_from_slice(unsafe { self.payload(&rec, 0, rec.len) });

@@ -19,13 +19,15 @@ const SPIN: Duration = Duration::from_micros(50);
 
 /// What to run: `--quick` (fewer samples, one round), `--rounds N` (each
 /// measurement repeated N times, interleaved; the medians are reported),
-/// `--only floor,blocking,async,unix,iceoryx2,throughput`, or
+/// `--only floor,blocking,async,unix,iceoryx2,throughput`, `--ring BYTES`
+/// (ring capacity of ipc-shm in the throughput runs, default 4 MiB), or
 /// `--single blocking|async N` (see [`single_process`]).
 struct Args {
     quick: bool,
     rounds: usize,
     only: Option<Vec<String>>,
     single: Option<(String, usize)>,
+    ring: usize,
 }
 
 impl Args {
@@ -35,6 +37,7 @@ impl Args {
             rounds: 5,
             only: None,
             single: None,
+            ring: TP_RING,
         };
         let mut it = std::env::args().skip(1);
         while let Some(arg) = it.next() {
@@ -45,6 +48,9 @@ impl Args {
                 }
                 "--rounds" => a.rounds = it.next().and_then(|v| v.parse().ok()).unwrap_or(5).max(1),
                 "--only" => a.only = it.next().map(|v| v.split(',').map(str::to_owned).collect()),
+                "--ring" => {
+                    a.ring = it.next().and_then(|v| v.parse().ok()).unwrap_or(TP_RING);
+                }
                 "--single" => {
                     let api = it.next().unwrap_or_default();
                     let n = it.next().and_then(|v| v.parse().ok()).unwrap_or(10_000);
@@ -203,7 +209,10 @@ pub fn main() {
     if args.wants("throughput") {
         println!();
         println!(
-            "throughput, one way (receiver copies each message out), median of {} round(s)",
+            "throughput, one way (the receiver copies each message into its buffer with \
+             recv_into), ipc-shm ring {} KiB, bare ring {} KiB, median of {} round(s)",
+            args.ring >> 10,
+            TP_RING >> 10,
             args.rounds
         );
         println!("                                       ipc-shm   raw ring   memcpy (1 core)   ipc-shm / memcpy");
@@ -225,7 +234,7 @@ pub fn main() {
             ] {
                 let (mut shm, mut raw, mut mem, mut ratio) = (vec![], vec![], vec![], vec![]);
                 for _ in 0..args.rounds {
-                    let s = throughput(size, count, dir.path(), pinned);
+                    let s = throughput(size, count, args.ring, dir.path(), pinned);
                     let r = raw_ring(size, count, pinned);
                     let m = memcpy_bandwidth(size);
                     println!(
@@ -554,11 +563,11 @@ mod iox {
 
 // ----------------------------------------------------------- throughput
 
-fn throughput(size: usize, count: usize, dir: &std::path::Path, pinned: bool) -> f64 {
+fn throughput(size: usize, count: usize, ring: usize, dir: &std::path::Path, pinned: bool) -> f64 {
     let addr = shm_addr(dir, &format!("tp{size}.sock"));
     let rt = runtime();
     let opts = ShmOptions::new()
-        .ring_capacity(TP_RING)
+        .ring_capacity(ring)
         .max_message_len(size)
         .spin(SPIN);
     let mut listener = rt
@@ -580,7 +589,8 @@ fn throughput(size: usize, count: usize, dir: &std::path::Path, pinned: bool) ->
     (size * count) as f64 / t.elapsed().as_secs_f64()
 }
 
-/// Capacity of the rings in the throughput measurements.
+/// Capacity of the rings in the throughput measurements (`--ring` changes
+/// that of ipc-shm; the default of the crate is 1 MiB).
 const TP_RING: usize = 4 << 20;
 
 /// The hardware's ceiling for the same job: a bare ring of `TP_RING` bytes
@@ -758,10 +768,9 @@ fn child(role: &str, arg: &str) {
             }
             let opts = ShmOptions::new().max_message_len(size).spin(SPIN);
             let mut c = ShmConnection::connect(&addr, &opts).unwrap();
-            let mut out = vec![0u8; size];
+            let mut out = Vec::with_capacity(size);
             let mut take = |c: &mut ShmConnection| {
-                let m = c.recv().unwrap();
-                out[..m.len()].copy_from_slice(&m);
+                c.recv_into(&mut out).unwrap();
                 std::hint::black_box(&mut out);
             };
             for _ in 0..count / 10 {
