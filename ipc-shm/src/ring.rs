@@ -31,6 +31,10 @@ pub(crate) const HDR: usize = 16;
 /// finds the record (header and the start of the payload).
 const PREFETCH: usize = 256;
 
+/// Bytes at the tail a waiting reader keeps asking for (a small message's
+/// record).
+const WATCH: u64 = 128;
+
 /// Record kinds.
 pub(crate) mod kind {
     /// Filler up to the end of the data area.
@@ -483,7 +487,7 @@ impl Consumer {
     /// the message API.
     #[inline]
     pub(crate) fn next_whole(&mut self, max: usize) -> Option<Record> {
-        if !self.has_data().unwrap_or(false) {
+        if !self.watch().unwrap_or(false) {
             return None;
         }
         let h = self.header();
@@ -503,6 +507,21 @@ impl Consumer {
             off: (h.off + HDR as u64) as usize,
             advance,
         })
+    }
+
+    /// [`Self::has_data`] for a reader that waits: when nothing is
+    /// published, also asks the cache for the lines where the next record
+    /// will be written, so that once the writer has written them they are
+    /// on their way here while its head is still travelling. (The lines are
+    /// only read after the head says they are published.)
+    #[inline]
+    pub(crate) fn watch(&mut self) -> Result<bool> {
+        let ready = self.has_data()?;
+        if !ready {
+            let off = self.ring.offset(self.tail);
+            self.prefetch(off as usize, (self.ring.cap - off).min(WATCH) as usize);
+        }
+        Ok(ready)
     }
 
     /// The next data record, skipping padding, without consuming it.
