@@ -2,6 +2,7 @@
 //! that spin and then sleep, usable from any thread without a runtime.
 
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -291,7 +292,10 @@ impl ShmReceiver {
                 inner: Inner::Borrowed { rx: self, rec },
             },
             Got::Owned(v) => Message {
-                inner: Inner::Owned { rx: self, v },
+                inner: Inner::Owned {
+                    rx: self,
+                    v: ManuallyDrop::new(v),
+                },
             },
         }
     }
@@ -364,8 +368,13 @@ enum Inner<'a> {
         rx: &'a mut ShmReceiver,
         rec: Record,
     },
-    /// Reassembled from pieces; the buffer goes back to `rx` for reuse.
-    Owned { rx: &'a mut ShmReceiver, v: Vec<u8> },
+    /// Reassembled from pieces; the buffer goes back to `rx` for reuse in
+    /// our `Drop` (so the enum itself has nothing to drop and the drop of a
+    /// borrowed message stays short).
+    Owned {
+        rx: &'a mut ShmReceiver,
+        v: ManuallyDrop<Vec<u8>>,
+    },
 }
 
 impl Message<'_> {
@@ -404,9 +413,18 @@ impl Drop for Message<'_> {
                 rx.cons.release(rec.advance);
                 rx.link.notify();
             }
-            Inner::Owned { rx, v } => rx.asm.give_back(std::mem::take(v)),
+            Inner::Owned { rx, v } => give_back(rx, v),
         }
     }
+}
+
+/// Hands the buffer of a reassembled message back to its receiver.
+#[cold]
+#[inline(never)]
+fn give_back(rx: &mut ShmReceiver, v: &mut ManuallyDrop<Vec<u8>>) {
+    // SAFETY: called once, from the message's Drop; `v` is not used again.
+    let v = unsafe { ManuallyDrop::take(v) };
+    rx.asm.give_back(v);
 }
 
 impl fmt::Debug for Message<'_> {
