@@ -237,16 +237,14 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
     let load_before = sys::load_average();
     let tty = std::io::stderr().is_terminal();
     // The goal's comparison, taken again with the mechanisms interleaved.
-    let paired: Vec<mech::Mechanism> = [
-        "unix-raw",
-        "ipc-unix",
-        "ipc-unix-busypoll",
-        "tokio-unix",
-        "interprocess",
-    ]
-    .iter()
-    .filter_map(|n| chosen.iter().find(|m| m.name == *n).copied())
-    .collect();
+    let mut paired: Vec<mech::Mechanism> = Vec::new();
+    for name in results::LOCAL_GOALS.iter().flat_map(|g| g.names()) {
+        if let Some(m) = chosen.iter().find(|m| m.name == name) {
+            if !paired.iter().any(|p| p.name == name) {
+                paired.push(*m);
+            }
+        }
+    }
     let paired = if paired.len() >= 2 {
         paired
     } else {

@@ -213,26 +213,23 @@ impl<S: MsgAsync> Session for AsyncSession<S> {
 pub fn all() -> Vec<Mechanism> {
     let mut v = Vec::new();
     v.extend(crate::memcpy::mechanisms());
+    v.extend(crate::raw::mechanisms());
+    v.extend(crate::ours::mechanisms());
+    // Shared memory: Unix only so far (see `mod shm` in main.rs).
     #[cfg(unix)]
-    {
-        v.extend(crate::raw::mechanisms());
-        v.extend(crate::ours::mechanisms());
-        v.extend(crate::shm::mechanisms());
-        v.extend(crate::peers::mechanisms());
-        v.extend(crate::peers_rpc::mechanisms());
-        #[cfg(feature = "iceoryx2")]
-        v.push(crate::iox::mechanism());
-    }
+    v.extend(crate::shm::mechanisms());
+    v.extend(crate::peers::mechanisms());
+    v.extend(crate::peers_rpc::mechanisms());
+    #[cfg(all(unix, feature = "iceoryx2"))]
+    v.push(crate::iox::mechanism());
     v
 }
 
 /// Mechanisms the issue asks for that this build does not have, with why.
 pub fn not_built() -> Vec<(&'static str, &'static str)> {
-    #[allow(unused_mut)]
-    let mut v = Vec::new();
-    #[cfg(unix)]
+    let mut v = crate::sys::not_built();
     v.extend(crate::peers_rpc::not_built());
-    #[cfg(not(feature = "iceoryx2"))]
+    #[cfg(all(unix, not(feature = "iceoryx2")))]
     v.push((
         "iceoryx2",
         "built without the `iceoryx2` feature of ipc-bench",

@@ -1,77 +1,56 @@
 //! Peer crates a user might pick instead of this workspace, driven the same
 //! way as ours: a current-thread tokio runtime on each side, raw bytes.
+//! Here the `interprocess` crate's local sockets (a Unix socket on Unix, a
+//! named pipe on Windows); tokio's own socket or pipe comes first, from
+//! [`crate::sys`].
 
 use anyhow::Context as _;
 
 use crate::mech::{current_thread, AsyncSession, Group, Mechanism, ServeCtx, ServerKind};
 use crate::proto;
 use crate::streams::RawAsync;
+use crate::sys;
 
 /// The peer mechanisms.
 pub fn mechanisms() -> Vec<Mechanism> {
-    vec![
-        Mechanism {
-            name: "tokio-unix",
-            group: Group::Peer,
-            baseline: "unix-raw",
-            about: "tokio::net::UnixStream, raw bytes, current-thread runtime on both sides",
-            server: ServerKind::Child,
-            serve: serve_tokio,
-            connect: |ctx| {
-                AsyncSession::connect(|| async move {
-                    let s = tokio::net::UnixStream::connect(&ctx.endpoint)
-                        .await
-                        .with_context(|| format!("connect to {}", ctx.endpoint.display()))?;
-                    Ok(RawAsync::new(s))
-                })
-            },
+    let mut v = sys::peer_mechanisms();
+    v.push(Mechanism {
+        name: "interprocess",
+        group: Group::Peer,
+        baseline: sys::LOCAL_RAW,
+        about: concat!(
+            "interprocess::local_socket::tokio::Stream (",
+            local_stream!(),
+            " here), raw bytes, current-thread runtime on both sides"
+        ),
+        server: ServerKind::Child,
+        serve: serve_interprocess,
+        connect: |ctx| {
+            use interprocess::local_socket::tokio::{prelude::*, Stream};
+            AsyncSession::connect(|| async move {
+                let shown = sys::local_name(&ctx.endpoint)?;
+                let name = sys::interprocess_name(&ctx.endpoint)?;
+                let s = Stream::connect(name)
+                    .await
+                    .with_context(|| format!("connect to {shown}"))?;
+                Ok(RawAsync::new(s))
+            })
         },
-        Mechanism {
-            name: "interprocess",
-            group: Group::Peer,
-            baseline: "unix-raw",
-            about: "interprocess::local_socket::tokio::Stream (a Unix socket here), raw bytes, \
-                    current-thread runtime on both sides",
-            server: ServerKind::Child,
-            serve: serve_interprocess,
-            connect: |ctx| {
-                use interprocess::local_socket::tokio::{prelude::*, Stream};
-                use interprocess::local_socket::GenericFilePath;
-                AsyncSession::connect(|| async move {
-                    let name = ctx.endpoint.as_path().to_fs_name::<GenericFilePath>()?;
-                    let s = Stream::connect(name)
-                        .await
-                        .with_context(|| format!("connect to {}", ctx.endpoint.display()))?;
-                    Ok(RawAsync::new(s))
-                })
-            },
-        },
-    ]
-}
-
-fn serve_tokio(ctx: &ServeCtx) -> anyhow::Result<()> {
-    let rt = current_thread()?;
-    rt.block_on(async {
-        let listener = tokio::net::UnixListener::bind(&ctx.endpoint)
-            .with_context(|| format!("bind {}", ctx.endpoint.display()))?;
-        ctx.ready("")?;
-        loop {
-            let (s, _) = listener.accept().await?;
-            tokio::spawn(async move { proto::serve_async(&mut RawAsync::new(s)).await });
-        }
-    })
+    });
+    v
 }
 
 fn serve_interprocess(ctx: &ServeCtx) -> anyhow::Result<()> {
     use interprocess::local_socket::tokio::prelude::*;
-    use interprocess::local_socket::{GenericFilePath, ListenerOptions};
+    use interprocess::local_socket::ListenerOptions;
     let rt = current_thread()?;
     rt.block_on(async {
-        let name = ctx.endpoint.as_path().to_fs_name::<GenericFilePath>()?;
+        let shown = sys::local_name(&ctx.endpoint)?;
+        let name = sys::interprocess_name(&ctx.endpoint)?;
         let listener = ListenerOptions::new()
             .name(name)
             .create_tokio()
-            .with_context(|| format!("bind {}", ctx.endpoint.display()))?;
+            .with_context(|| format!("bind {shown}"))?;
         ctx.ready("")?;
         loop {
             let s = listener.accept().await?;

@@ -1,7 +1,8 @@
 //! Peer JSON-RPC servers under the same `echo` load as ours: jsonrpsee's
 //! HTTP server on 127.0.0.1 (with jsonrpsee's HTTP client) and parity's
-//! `jsonrpc-ipc-server` on a Unix socket (with our `ipc_core::Client`
-//! speaking the JSON stream such servers expect). Each is compiled only with
+//! `jsonrpc-ipc-server` on the platform's local stream, a Unix socket or a
+//! named pipe (with our `ipc_core::Client` speaking the JSON stream such
+//! servers expect). Each is compiled only with
 //! its cargo feature; [`not_built`] names the ones left out.
 
 use crate::mech::Mechanism;
@@ -104,31 +105,33 @@ mod jsonrpsee_http {
 
 #[cfg(feature = "jsonrpc-ipc-server")]
 mod parity_ipc {
-    use std::path::Path;
-
     use anyhow::Context as _;
     use ipc_core::codec::Framing;
-    use ipc_core::{Address, Client};
+    use ipc_core::Client;
     use jsonrpc_core::{IoHandler, Params, Value};
 
     use crate::mech::{Group, Mechanism, ServeCtx, ServerKind};
     use crate::rpc::{self, RpcSession};
+    use crate::sys;
 
     pub fn mechanism() -> Mechanism {
         Mechanism {
             name: "jsonrpc-ipc-server",
             group: Group::Peer,
             baseline: "ipc-jsonrpc",
-            about: "JSON-RPC calls: parity jsonrpc-ipc-server 18 on a Unix socket, \
-                    called by ipc_core::Client speaking the JSON stream",
+            about: concat!(
+                "JSON-RPC calls: parity jsonrpc-ipc-server 18 on ",
+                local_stream!(),
+                ", called by ipc_core::Client speaking the JSON stream"
+            ),
             server: ServerKind::Child,
             serve,
             connect: |ctx| {
-                let a = Address::Unix(ctx.endpoint.clone());
+                let endpoint = ctx.endpoint;
                 RpcSession::boxed(move || {
-                    let a = a.clone();
+                    let endpoint = endpoint.clone();
                     async move {
-                        let t = ipc_unix::connect(&a).await?;
+                        let t = sys::connect_local(&endpoint).await?;
                         Ok(rpc::ipc_client(
                             Client::builder().framing(Framing::JsonStream).build(t),
                         ))
@@ -145,19 +148,14 @@ mod parity_ipc {
             let (s,): (String,) = params.parse()?;
             Ok(Value::String(s))
         });
-        let path = path_str(&ctx.endpoint)?;
+        let path = sys::local_name(&ctx.endpoint)?;
         let server = jsonrpc_ipc_server::ServerBuilder::new(io)
             .event_loop_executor(rt.handle().clone())
-            .start(path)
+            .start(&path)
             .with_context(|| format!("start jsonrpc-ipc-server on {path}"))?;
         ctx.ready("")?;
         // The server runs on `rt`'s workers; this thread only waits.
         server.wait();
         Ok(())
-    }
-
-    fn path_str(p: &Path) -> anyhow::Result<&str> {
-        p.to_str()
-            .with_context(|| format!("{} is not UTF-8", p.display()))
     }
 }

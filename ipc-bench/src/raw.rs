@@ -1,12 +1,12 @@
-//! Baselines written directly on the OS with blocking std I/O: a Unix
-//! socket, a pipe pair, TCP loopback with `TCP_NODELAY`, and a busy-spin
-//! channel in a shared mapping (the cache-line floor).
+//! Baselines written directly on the OS with blocking std I/O. Here the
+//! ones every platform has: a pipe pair, TCP loopback with `TCP_NODELAY`,
+//! and a busy-spin channel in a shared mapping (the cache-line floor); the
+//! platform's own local stream (a Unix socket, a Win32 named pipe) comes
+//! first, from [`crate::sys`].
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsFd;
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -16,32 +16,20 @@ use memmap2::MmapMut;
 use crate::mech::{Group, Mechanism, ServeCtx, ServerKind, SyncSession};
 use crate::proto::{self, MsgSync, MAX_MSG};
 use crate::streams::RawSync;
+use crate::sys;
 
-/// The raw OS baselines.
+/// The raw OS baselines, the platform's local stream first.
 pub fn mechanisms() -> Vec<Mechanism> {
-    vec![
-        Mechanism {
-            name: "unix-raw",
-            group: Group::Baseline,
-            baseline: "unix-raw",
-            about: "std::os::unix::net::UnixStream, blocking read_exact/write_all",
-            server: ServerKind::Child,
-            serve: serve_unix,
-            connect: |ctx| {
-                let s = UnixStream::connect(&ctx.endpoint)
-                    .with_context(|| format!("connect to {}", ctx.endpoint.display()))?;
-                Ok(Box::new(SyncSession(RawSync::new(s.try_clone()?, s))))
-            },
-        },
+    let mut v = sys::raw_mechanisms();
+    v.extend([
         Mechanism {
             name: "pipe-raw",
             group: Group::Baseline,
-            baseline: "unix-raw",
+            baseline: sys::LOCAL_RAW,
             about: "two anonymous pipes (the server's stdin and stdout), blocking",
             server: ServerKind::ChildStdio,
             serve: |_| {
-                let r = File::from(io::stdin().as_fd().try_clone_to_owned()?);
-                let w = File::from(io::stdout().as_fd().try_clone_to_owned()?);
+                let (r, w) = sys::stdio_files()?;
                 proto::serve_sync(&mut RawSync::new(r, w))?;
                 Ok(())
             },
@@ -57,7 +45,7 @@ pub fn mechanisms() -> Vec<Mechanism> {
         Mechanism {
             name: "tcp-raw",
             group: Group::Baseline,
-            baseline: "unix-raw",
+            baseline: sys::LOCAL_RAW,
             about: "std::net::TcpStream on 127.0.0.1 with TCP_NODELAY, blocking",
             server: ServerKind::Child,
             serve: serve_tcp,
@@ -71,7 +59,7 @@ pub fn mechanisms() -> Vec<Mechanism> {
         Mechanism {
             name: "spin-shm",
             group: Group::Baseline,
-            baseline: "unix-raw",
+            baseline: sys::LOCAL_RAW,
             about: "busy-spin on atomics in a shared mapping, one message slot each way, \
                     payload copied in and out (the cache-line floor; both sides spin)",
             server: ServerKind::Child,
@@ -86,21 +74,8 @@ pub fn mechanisms() -> Vec<Mechanism> {
                 Ok(Box::new(SyncSession(SpinChannel::new(map, Side::Client))))
             },
         },
-    ]
-}
-
-fn serve_unix(ctx: &ServeCtx) -> anyhow::Result<()> {
-    let listener = UnixListener::bind(&ctx.endpoint)
-        .with_context(|| format!("bind {}", ctx.endpoint.display()))?;
-    ctx.ready("")?;
-    for conn in listener.incoming() {
-        let s = conn?;
-        std::thread::spawn(move || {
-            let r = s.try_clone()?;
-            proto::serve_sync(&mut RawSync::new(r, s))
-        });
-    }
-    Ok(())
+    ]);
+    v
 }
 
 fn serve_tcp(ctx: &ServeCtx) -> anyhow::Result<()> {

@@ -59,6 +59,46 @@ pub struct NotBuilt {
     pub why: String,
 }
 
+/// The issue's latency goal on one platform's local stream: our transport's
+/// 64 B round trip within 1.2x of the raw OS baseline, and at least as fast
+/// as the peers. Each mechanism named here that a run has takes part in the
+/// interleaved comparison.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalGoal {
+    /// The raw baseline.
+    pub raw: &'static str,
+    /// Our variants judged, each with how it is set up.
+    pub ours: &'static [(&'static str, &'static str)],
+    /// The peers compared with.
+    pub peers: &'static [&'static str],
+}
+
+impl LocalGoal {
+    /// Every mechanism the goal names, baseline first.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> {
+        std::iter::once(self.raw)
+            .chain(self.ours.iter().map(|o| o.0))
+            .chain(self.peers.iter().copied())
+    }
+}
+
+/// The local-stream goals: Unix sockets, Windows named pipes.
+pub const LOCAL_GOALS: [LocalGoal; 2] = [
+    LocalGoal {
+        raw: "unix-raw",
+        ours: &[
+            ("ipc-unix", "default settings"),
+            ("ipc-unix-busypoll", "busy polling on"),
+        ],
+        peers: &["tokio-unix", "interprocess"],
+    },
+    LocalGoal {
+        raw: "npipe-raw",
+        ours: &[("ipc-pipe", "default settings")],
+        peers: &["tokio-pipe", "interprocess"],
+    },
+];
+
 /// The knobs of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
@@ -633,58 +673,63 @@ impl Run {
 
     /// The issue's goals that this run can judge, one line each.
     ///
-    /// The Unix socket goals are judged for each of our two variants in the
-    /// run, each line naming the one it judges: `ipc-unix` (default
-    /// settings) and `ipc-unix-busypoll` (the transport's busy-poll option
-    /// on, which trades CPU for latency; its CPU is in the latency table).
+    /// The local-stream goals ([`LOCAL_GOALS`]) are judged for each of our
+    /// variants in the run, each line naming the one it judges: on Unix
+    /// `ipc-unix` (default settings) and `ipc-unix-busypoll` (the
+    /// transport's busy-poll option on, which trades CPU for latency; its
+    /// CPU is in the latency table), on Windows `ipc-pipe`.
     pub fn goals(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let raw = self.p50("unix-raw", 64);
-        let variants = [
-            ("ipc-unix", "default settings"),
-            ("ipc-unix-busypoll", "busy polling on"),
-        ];
         let mut judged = 0;
-        for (name, how) in variants {
-            let Some(o) = self.p50(name, 64) else {
-                continue;
-            };
-            judged += 1;
-            match raw {
-                Some(r) => {
-                    let x = o as f64 / r as f64;
-                    out.push(format!(
-                        "{}: {name} ({how}) 64B round trip p50 {} is {x:.2}x unix-raw ({}); \
-                         goal <= 1.20x",
-                        if x <= 1.2 { "MET" } else { "MISSED" },
-                        fmt_ns(o as f64),
-                        fmt_ns(r as f64)
-                    ));
-                }
-                None => out.push(
-                    "NOT JUDGED: unix-raw has no 64B round-trip figure in this run".to_owned(),
-                ),
-            }
-            for peer in ["tokio-unix", "interprocess"] {
-                match self.p50(peer, 64) {
-                    Some(p) => out.push(format!(
-                        "{}: {name} ({how}) 64B p50 {} vs {peer} {} ({:.2}x); goal: at least \
-                         as fast",
-                        if o <= p { "MET" } else { "MISSED" },
-                        fmt_ns(o as f64),
-                        fmt_ns(p as f64),
-                        o as f64 / p as f64
+        for goal in LOCAL_GOALS {
+            let raw_name = goal.raw;
+            let raw = self.p50(raw_name, 64);
+            for &(name, how) in goal.ours {
+                let Some(o) = self.p50(name, 64) else {
+                    continue;
+                };
+                judged += 1;
+                match raw {
+                    Some(r) => {
+                        let x = o as f64 / r as f64;
+                        out.push(format!(
+                            "{}: {name} ({how}) 64B round trip p50 {} is {x:.2}x {raw_name} ({}); \
+                             goal <= 1.20x",
+                            if x <= 1.2 { "MET" } else { "MISSED" },
+                            fmt_ns(o as f64),
+                            fmt_ns(r as f64)
+                        ));
+                    }
+                    None => out.push(format!(
+                        "NOT JUDGED: {raw_name} has no 64B round-trip figure in this run"
                     )),
-                    None => out.push(format!("NOT JUDGED: {peer} has no 64B figure in this run")),
+                }
+                for &peer in goal.peers {
+                    match self.p50(peer, 64) {
+                        Some(p) => out.push(format!(
+                            "{}: {name} ({how}) 64B p50 {} vs {peer} {} ({:.2}x); goal: at least \
+                             as fast",
+                            if o <= p { "MET" } else { "MISSED" },
+                            fmt_ns(o as f64),
+                            fmt_ns(p as f64),
+                            o as f64 / p as f64
+                        )),
+                        None => {
+                            out.push(format!("NOT JUDGED: {peer} has no 64B figure in this run"))
+                        }
+                    }
                 }
             }
         }
         if judged == 0 {
-            out.push(
-                "NOT JUDGED: neither ipc-unix nor ipc-unix-busypoll has a 64B round-trip figure \
-                 in this run"
-                    .to_owned(),
-            );
+            let ours: Vec<&str> = LOCAL_GOALS
+                .iter()
+                .flat_map(|g| g.ours.iter().map(|o| o.0))
+                .collect();
+            out.push(format!(
+                "NOT JUDGED: none of {} has a 64B round-trip figure in this run",
+                ours.join(", ")
+            ));
         }
         out.extend(self.rpc_goals());
         out
@@ -848,13 +893,13 @@ impl Run {
              (this process) and the server run the same protocol code for every mechanism.\n\
              - Round trips: {} recorded per size ({}), after a warm-up of a tenth as many; \
              a test stops early after {:.1}s (the sample count `n` says so).\n\
-             - Interleaved comparison: the goal's mechanisms (unix-raw, ipc-unix, \
-             ipc-unix-busypoll, tokio-unix, interprocess) all stay connected while their 64 B round trips are taken in {} \
+             - Interleaved comparison: the goal's mechanisms ({}) all stay connected while \
+             their 64 B round trips are taken in {} \
              rounds, each round running every one of them for its share in a rotated order, so \
              disturbance from other work falls on all alike; the goals are judged on these, \
-             separately for ipc-unix (default settings) and ipc-unix-busypoll (busy polling \
-             on: reads poll the socket before parking, spending CPU, shown in the latency \
-             table, for latency).\n\
+             separately for each of our variants (on Unix ipc-unix with default settings and \
+             ipc-unix-busypoll with busy polling on: reads poll the socket before parking, \
+             spending CPU, shown in the latency table, for latency).\n\
              - Throughput: a one-way stream of messages for {:.1}s, acknowledged in batches; \
              GB/s counts payload bytes (10^9).\n\
              - Paced: 64 B round trips at {} messages/s, one at a time, the sender sleeping \
@@ -875,6 +920,15 @@ impl Run {
                 .collect::<Vec<_>>()
                 .join(" / "),
             s.latency_cap_s,
+            if self.interleaved.is_empty() {
+                "none in this run".to_owned()
+            } else {
+                self.interleaved
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
             self.interleaved_rounds,
             s.duration_s,
             s.rates

@@ -28,17 +28,14 @@ pub trait RpcClient: 'static {
 }
 
 /// [`RpcClient`] over `ipc_core::Client`.
-#[cfg(unix)]
 #[derive(Debug)]
 pub struct IpcClient(ipc_core::Client);
 
 /// Wraps an `ipc_core::Client`.
-#[cfg(unix)]
 pub fn ipc_client(c: ipc_core::Client) -> IpcClient {
     IpcClient(c)
 }
 
-#[cfg(unix)]
 impl RpcClient for IpcClient {
     async fn echo(&self, param: &str) -> io::Result<usize> {
         let s: String = self.0.request("echo", [param]).await?;
@@ -46,7 +43,6 @@ impl RpcClient for IpcClient {
     }
 }
 
-#[cfg(unix)]
 impl Drop for IpcClient {
     fn drop(&mut self) {
         self.0.close();
@@ -54,7 +50,6 @@ impl Drop for IpcClient {
 }
 
 /// The `echo` method on the workspace's router.
-#[cfg(unix)]
 pub fn router() -> ipc_core::Router {
     ipc_core::Router::new().method("echo", |_ctx, (s,): (String,)| async move {
         Ok::<_, ipc_core::jsonrpc::ErrorObject>(s)

@@ -130,12 +130,8 @@ impl Watchdog {
             std::thread::spawn(move || {
                 if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
                     eprintln!("ipc-bench: a test ran past {limit:?}; killing server {pid}");
-                    #[cfg(unix)]
-                    // SAFETY: kill(2) has no memory effects; pid is our own
-                    // child, which is not reaped while the test still runs.
-                    unsafe {
-                        libc::kill(pid as libc::pid_t, libc::SIGKILL);
-                    }
+                    // Our own child, not reaped while the test still runs.
+                    sys::kill(pid);
                 }
             });
         }

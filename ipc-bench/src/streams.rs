@@ -87,13 +87,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> MsgAsync for RawAsync<S> {
 
 /// An async byte stream framed by the workspace's length-delimited codec:
 /// what a user of the raw-frame level writes.
-#[cfg(unix)]
 #[derive(Debug)]
 pub struct Framed4<S> {
     f: Framed<S, ipc_core::codec::LengthCodec>,
 }
 
-#[cfg(unix)]
 impl<S: AsyncRead + AsyncWrite + Unpin> Framed4<S> {
     /// Frames `s`; frames up to the largest benchmark message are accepted.
     pub fn new(s: S) -> Self {
@@ -104,7 +102,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed4<S> {
     }
 }
 
-#[cfg(unix)]
 impl<S: AsyncRead + AsyncWrite + Unpin> MsgAsync for Framed4<S> {
     async fn send(&mut self, msg: &[u8]) -> io::Result<()> {
         self.f.send(msg).await
