@@ -15,8 +15,11 @@
 //! when its reader actually sleeps.
 //!
 //! A hostile peer can clear our `waiting` bits or never ring; that is no
-//! worse than a peer that never sends, and its death still shows on the
-//! socket.
+//! worse than a peer that never sends, and its death still shows (on the
+//! socket, or on Windows through its process handle).
+//!
+//! The doorbell itself ([`Door`]) is platform code: a futex on `seq` on
+//! Linux, a pair of auto-reset events on Windows (see `crate::sys`).
 
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -25,6 +28,7 @@ use std::time::Duration;
 use crate::layout::{Bell, CLOSED_GONE, WAIT_FUTEX, WAIT_SOCKET};
 use crate::region::Region;
 use crate::sync::{fence, Ordering};
+use crate::sys::door::Door;
 
 /// This side's and the peer's bells in a region.
 #[derive(Debug, Clone)]
@@ -34,16 +38,19 @@ pub(crate) struct Bells {
     /// `&region.ctl().bells[me]` and `[1 - me]`, resolved once.
     mine: NonNull<Bell>,
     peer: NonNull<Bell>,
+    /// How this side sleeps and wakes the peer.
+    door: Door,
 }
 
 // SAFETY: the pointers point into `_region`'s control block, which is Send +
 // Sync and kept alive by the Arc; they are only read as `&Bell` (atomics).
+// `Door` is Send + Sync itself.
 unsafe impl Send for Bells {}
 // SAFETY: as above.
 unsafe impl Sync for Bells {}
 
 impl Bells {
-    pub(crate) fn new(region: Arc<Region>, me: usize) -> Bells {
+    pub(crate) fn new(region: Arc<Region>, me: usize, door: Door) -> Bells {
         let bells = &region.ctl().bells;
         let mine = NonNull::from(&bells[me].0);
         let peer = NonNull::from(&bells[1 - me].0);
@@ -51,7 +58,14 @@ impl Bells {
             _region: region,
             mine,
             peer,
+            door,
         }
+    }
+
+    /// The doorbell of this side.
+    #[allow(dead_code)]
+    pub(crate) fn door(&self) -> &Door {
+        &self.door
     }
 
     /// The bell this side sleeps on.
@@ -117,7 +131,7 @@ impl Bells {
         // SYNC POINT with the Acquire `seq` load in `prepare_sleep`.
         bell.seq.fetch_add(1, Ordering::Release);
         if how & WAIT_FUTEX != 0 {
-            futex::wake(bell);
+            self.door.wake_peer(bell);
         }
         how & WAIT_SOCKET
     }
@@ -127,13 +141,14 @@ impl Bells {
     pub(crate) fn ring_self(&self) {
         let bell = self.mine();
         bell.seq.fetch_add(1, Ordering::Release);
-        futex::wake(bell);
+        self.door.wake_self(bell);
     }
 
-    /// Sleeps on this side's futex while its sequence number is `seq`, at most
-    /// `timeout`. Returns `true` when the timeout expired.
+    /// Sleeps on this side's doorbell while its sequence number is `seq`, at
+    /// most `timeout`. Returns `true` when the caller should check that the
+    /// peer lives (the timeout expired, or the peer's process ended).
     pub(crate) fn sleep(&self, seq: u32, timeout: Option<Duration>) -> bool {
-        futex::wait(self.mine(), seq, timeout)
+        self.door.wait(self.mine(), seq, timeout)
     }
 
     /// Marks this side closed (`CLOSED_WRITE` or `CLOSED_GONE`); the caller
@@ -155,72 +170,5 @@ impl Bells {
     #[inline]
     pub(crate) fn peer_gone(&self) -> bool {
         self.peer_closed() & CLOSED_GONE != 0
-    }
-}
-
-/// The futex on `Bell::seq`: shared (not process-private), since the other
-/// process waits on the same physical page.
-#[cfg(all(target_os = "linux", not(loom)))]
-mod futex {
-    use std::time::Duration;
-
-    use rustix::thread::futex;
-
-    use crate::layout::Bell;
-
-    pub(super) fn wait(bell: &Bell, seq: u32, timeout: Option<Duration>) -> bool {
-        let ts = timeout.map(|d| rustix::time::Timespec {
-            tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
-            tv_nsec: d.subsec_nanos().into(),
-        });
-        // EAGAIN (seq already moved), EINTR and ETIMEDOUT all mean "re-check".
-        matches!(
-            futex::wait(&bell.seq, futex::Flags::empty(), seq, ts.as_ref()),
-            Err(rustix::io::Errno::TIMEDOUT)
-        )
-    }
-
-    pub(super) fn wake(bell: &Bell) {
-        let _ = futex::wake(&bell.seq, futex::Flags::empty(), u32::MAX);
-    }
-}
-
-/// No futex outside Linux: sleepers wait on the socket (or a short timed
-/// sleep), so a wake-up here has nothing to do.
-#[cfg(all(not(target_os = "linux"), not(loom)))]
-mod futex {
-    use std::time::Duration;
-
-    use crate::layout::Bell;
-
-    pub(super) fn wait(_bell: &Bell, _seq: u32, timeout: Option<Duration>) -> bool {
-        let nap = Duration::from_millis(1);
-        std::thread::sleep(timeout.map_or(nap, |t| t.min(nap)));
-        true
-    }
-
-    pub(super) fn wake(_bell: &Bell) {}
-}
-
-/// The futex modelled for loom with a mutex and condition variable: `wait`
-/// blocks while `seq` equals the expected value, `wake` wakes every waiter.
-#[cfg(loom)]
-mod futex {
-    use std::time::Duration;
-
-    use crate::layout::Bell;
-    use crate::sync::Ordering;
-
-    pub(super) fn wait(bell: &Bell, seq: u32, _timeout: Option<Duration>) -> bool {
-        let mut guard = bell.park.0.lock().unwrap();
-        while bell.seq.load(Ordering::SeqCst) == seq {
-            guard = bell.park.1.wait(guard).unwrap();
-        }
-        false
-    }
-
-    pub(super) fn wake(bell: &Bell) {
-        let _guard = bell.park.0.lock().unwrap();
-        bell.park.1.notify_all();
     }
 }

@@ -451,13 +451,9 @@ mod tests {
             spin: Duration::from_micros(5),
             liveness: Duration::from_millis(20),
         };
-        let end = |me: usize| {
-            let link = Arc::new(Link {
-                bells: crate::bell::Bells::new(region.clone(), me),
-                sock: None,
-                policy,
-                hung_up: Default::default(),
-            });
+        let (client, server) = crate::sys::door::Door::pair_in_process().unwrap();
+        let end = |me: usize, door| {
+            let link = Arc::new(Link::in_process(region.clone(), me, door, policy));
             ShmConnection::from_parts(
                 Producer::new(region.clone(), me),
                 Consumer::new(region.clone(), 1 - me),
@@ -466,7 +462,7 @@ mod tests {
                 PeerInfo::default(),
             )
         };
-        (end(CLIENT), end(SERVER))
+        (end(CLIENT, client), end(SERVER, server))
     }
 
     #[test]

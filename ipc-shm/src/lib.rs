@@ -45,34 +45,24 @@
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
 pub mod layout;
-#[cfg(unix)]
 mod region;
-#[cfg(unix)]
 mod ring;
 mod sync;
+mod sys;
 
-#[cfg(unix)]
 mod bell;
-#[cfg(unix)]
 mod blocking;
-#[cfg(all(unix, not(loom)))]
-mod handshake;
-#[cfg(unix)]
 mod link;
-#[cfg(all(unix, not(loom)))]
-mod map;
-#[cfg(all(unix, not(loom)))]
+#[cfg(not(loom))]
 mod options;
-#[cfg(all(unix, not(loom)))]
+#[cfg(not(loom))]
 mod transport;
 
-#[cfg(unix)]
 pub use blocking::{Message, ShmConnection, ShmReceiver, ShmSender};
-#[cfg(all(unix, not(loom)))]
+#[cfg(not(loom))]
 pub use options::{ShmOptions, DEFAULT_LIVENESS_CHECK, DEFAULT_SPIN};
-#[cfg(unix)]
 pub use region::Region;
-#[cfg(all(unix, not(loom)))]
+#[cfg(not(loom))]
 pub use transport::{ShmListener, ShmTransport};
 
 #[cfg(all(test, loom))]

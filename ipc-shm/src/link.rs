@@ -1,15 +1,19 @@
-//! What both ends of a blocking connection share: the bells, the bootstrap
-//! socket (liveness and, off Linux, the doorbell) and the wait policy.
+//! What both ends of a blocking connection share: the bells, the platform's
+//! link to the peer (the bootstrap socket on Unix: liveness and, off Linux,
+//! the doorbell; the peer's process handle on Windows) and the wait policy.
 
-use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipc_core::{Error, Result};
 
 use crate::bell::Bells;
 use crate::layout::{WAIT_FUTEX, WAIT_SOCKET};
+use crate::region::Region;
 use crate::sync::{spin_hint, Ordering};
+use crate::sys::door::Door;
+use crate::sys::wire::{Wire, BLOCKING_SLEEP};
 
 /// How long to spin before sleeping, and how often a sleeper checks that the
 /// peer is alive.
@@ -22,27 +26,37 @@ pub(crate) struct WaitPolicy {
 #[derive(Debug)]
 pub(crate) struct Link {
     pub bells: Bells,
-    /// The bootstrap socket; `None` for a region on the heap (tests).
-    pub sock: Option<OwnedFd>,
+    /// The platform's link to the peer; unconnected for a region on the heap
+    /// (tests).
+    pub wire: Wire,
     pub policy: WaitPolicy,
-    /// The socket has hung up: the peer process is gone.
+    /// The peer process is gone (the socket hung up, or its process ended).
     pub hung_up: AtomicBool,
 }
 
 impl Link {
+    /// One end of a connection whose peer lives in this process (a region on
+    /// the heap, for tests and the loom model).
+    #[allow(dead_code)]
+    pub(crate) fn in_process(
+        region: Arc<Region>,
+        me: usize,
+        door: Door,
+        policy: WaitPolicy,
+    ) -> Link {
+        Link {
+            bells: Bells::new(region, me, door),
+            wire: Wire::unconnected(),
+            policy,
+            hung_up: AtomicBool::new(false),
+        }
+    }
+
     /// After publishing data or freeing space: wakes the peer if it sleeps.
     #[inline]
     pub(crate) fn notify(&self) {
         if self.bells.ring_peer() & WAIT_SOCKET != 0 {
-            self.send_wake_byte();
-        }
-    }
-
-    #[cold]
-    fn send_wake_byte(&self) {
-        if let Some(sock) = &self.sock {
-            // A full socket buffer means unread wake bytes: the peer wakes anyway.
-            let _ = rustix::net::send(sock, &[0], rustix::net::SendFlags::DONTWAIT);
+            self.wire.send_wake();
         }
     }
 
@@ -50,48 +64,6 @@ impl Link {
     #[inline]
     pub(crate) fn gone(&self) -> bool {
         self.hung_up.load(Ordering::Relaxed) || self.bells.peer_gone()
-    }
-
-    /// Reads wake bytes off the socket without blocking; notes a hang-up.
-    fn drain_socket(&self) {
-        let Some(sock) = &self.sock else { return };
-        let mut buf = [0u8; 64];
-        loop {
-            match rustix::net::recv(sock, &mut buf, rustix::net::RecvFlags::DONTWAIT) {
-                Ok((0, _)) => {
-                    self.hung_up.store(true, Ordering::Relaxed);
-                    return;
-                }
-                Ok((n, _)) if n == buf.len() => continue,
-                Ok(_) => return,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(rustix::io::Errno::AGAIN) => return,
-                Err(_) => {
-                    self.hung_up.store(true, Ordering::Relaxed);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Waits on the socket for a wake byte or a hang-up, at most `timeout`.
-    fn poll_socket(&self, timeout: Option<Duration>) {
-        let Some(sock) = &self.sock else {
-            std::thread::yield_now();
-            return;
-        };
-        let mut fds = [rustix::event::PollFd::new(
-            sock,
-            rustix::event::PollFlags::IN,
-        )];
-        let ts = timeout.map(|d| rustix::time::Timespec {
-            tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
-            tv_nsec: d.subsec_nanos().into(),
-        });
-        let _ = rustix::event::poll(&mut fds, ts.as_ref());
-        if !fds[0].revents().is_empty() {
-            self.drain_socket();
-        }
     }
 
     /// Calls `ready(gone)` until it returns a value: first at once, then
@@ -121,11 +93,7 @@ impl Link {
                 }
             }
         }
-        let how = if cfg!(any(target_os = "linux", loom)) {
-            WAIT_FUTEX
-        } else {
-            WAIT_SOCKET
-        };
+        let how = BLOCKING_SLEEP;
         loop {
             let seq = self.bells.prepare_sleep(how);
             let gone = self.gone();
@@ -137,23 +105,18 @@ impl Link {
                 return Err(Error::Disconnected);
             }
             if how == WAIT_FUTEX {
-                let liveness = if cfg!(loom) || self.sock.is_none() {
+                let liveness = if cfg!(loom) || !self.wire.is_connected() {
                     None
                 } else {
                     Some(self.policy.liveness)
                 };
                 if self.bells.sleep(seq, liveness) {
-                    self.poll_socket(Some(Duration::ZERO));
+                    self.wire.check_alive(&self.bells, &self.hung_up);
                 }
             } else {
-                self.poll_socket(Some(self.policy.liveness));
+                self.wire
+                    .wait(Some(self.policy.liveness), &self.bells, &self.hung_up);
             }
         }
-    }
-
-    /// The socket, for callers that hand it elsewhere.
-    #[allow(dead_code)]
-    pub(crate) fn socket(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        self.sock.as_ref().map(|s| s.as_fd())
     }
 }

@@ -10,25 +10,21 @@ use std::time::Duration;
 
 use ipc_core::{Error, PeerInfo};
 
-use crate::bell::Bells;
 use crate::blocking::ShmConnection;
 use crate::layout::{CLIENT, MIN_RING_CAPACITY, SERVER};
 use crate::link::{Link, WaitPolicy};
 use crate::region::Region;
 use crate::ring::{Consumer, Producer};
+use crate::sys::door::Door;
 
 fn pair() -> (ShmConnection, ShmConnection) {
     let region = Arc::new(Region::loom(MIN_RING_CAPACITY));
     let end = |me: usize| {
-        let link = Arc::new(Link {
-            bells: Bells::new(region.clone(), me),
-            sock: None,
-            policy: WaitPolicy {
-                spin: Duration::ZERO,
-                liveness: Duration::ZERO,
-            },
-            hung_up: Default::default(),
-        });
+        let policy = WaitPolicy {
+            spin: Duration::ZERO,
+            liveness: Duration::ZERO,
+        };
+        let link = Arc::new(Link::in_process(region.clone(), me, Door, policy));
         ShmConnection::from_parts(
             Producer::new(region.clone(), me),
             Consumer::new(region.clone(), 1 - me),

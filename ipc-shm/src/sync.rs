@@ -3,15 +3,13 @@
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64};
-#[cfg(all(not(loom), unix))]
+#[cfg(not(loom))]
 pub(crate) use std::sync::atomic::fence;
-#[cfg_attr(not(unix), allow(unused_imports))]
 pub(crate) use std::sync::atomic::Ordering;
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// One step of a busy wait.
-#[cfg(unix)]
 #[inline]
 pub(crate) fn spin_hint() {
     #[cfg(loom)]

@@ -1,19 +1,20 @@
 //! The async byte-stream [`Transport`] over a shared region, and the
 //! listener and connector that set it up.
 //!
-//! Waiting in async code uses the bootstrap socket as the doorbell: a task
-//! that finds its ring empty (or full) announces it in its bell and waits
-//! for the socket to become readable; the peer sends one byte only when it
-//! sees the announcement. The socket is registered with the runtime's
-//! reactor like any other, so no thread is parked or spawned per
-//! connection, an idle connection costs nothing, and the peer's death (the
-//! socket hanging up) wakes the same wait. Optionally, `poll_read` and
-//! `poll_write` first spin for [`ShmOptions::async_spin`] for the lowest
-//! latency.
+//! Waiting in async code: a task that finds its ring empty (or full)
+//! announces it in its bell and waits for the doorbell; the peer rings only
+//! when it sees the announcement. On Unix the doorbell is the bootstrap
+//! socket (the peer sends one byte), registered with the runtime's reactor
+//! like any other, and the peer's death (the socket hanging up) wakes the
+//! same wait. On Windows it is this side's auto-reset event, and the peer's
+//! process handle signals its death; both are waited on by the system
+//! thread pool (`RegisterWaitForSingleObject`), which wakes the task. Either
+//! way no thread is parked or spawned per connection and an idle connection
+//! costs nothing. Optionally, `poll_read` and `poll_write` first spin for
+//! [`ShmOptions::async_spin`] for the lowest latency.
 
 use std::fmt;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
@@ -22,17 +23,17 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use ipc_core::{Address, BoxTransport, Error, Listener, PeerInfo, Result, Transport};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::UnixStream;
 
 use crate::bell::Bells;
 use crate::blocking::ShmConnection;
-use crate::handshake;
 use crate::layout::{CLIENT, CLOSED_GONE, CLOSED_WRITE, SERVER, WAIT_SOCKET};
 use crate::link::{Link, WaitPolicy};
 use crate::options::ShmOptions;
 use crate::region::Region;
 use crate::ring::{Consumer, Producer};
 use crate::sync::spin_hint;
+use crate::sys::wire::{AsyncWire, ASYNC_SLEEP};
+use crate::sys::{self, Conn};
 
 /// Wakes both the reading and the writing task when the socket rings.
 #[derive(Debug, Default)]
@@ -74,7 +75,7 @@ pub struct ShmTransport {
     rx: Consumer,
     partial: usize,
     bells: Bells,
-    sock: UnixStream,
+    wire: AsyncWire,
     peer: PeerInfo,
     wakers: Arc<Wakers>,
     joint: Waker,
@@ -95,23 +96,25 @@ impl ShmTransport {
     fn new(
         region: Arc<Region>,
         side: usize,
-        sock: UnixStream,
+        conn: Conn,
         peer: PeerInfo,
         opts: &ShmOptions,
-    ) -> ShmTransport {
+    ) -> Result<ShmTransport> {
         let wakers = Arc::new(Wakers::default());
-        ShmTransport {
+        let joint = Waker::from(wakers.clone());
+        let (door, wire) = conn.into_async(&joint)?;
+        Ok(ShmTransport {
             tx: Producer::new(region.clone(), side),
             rx: Consumer::new(region.clone(), 1 - side),
             partial: 0,
-            bells: Bells::new(region, side),
-            sock,
+            bells: Bells::new(region, side, door),
+            wire,
             peer,
-            joint: Waker::from(wakers.clone()),
+            joint,
             wakers,
             async_spin: opts.async_spin,
             hung_up: false,
-        }
+        })
     }
 
     /// Connects to the shared-memory server at `addr` (`shm:name`).
@@ -123,45 +126,19 @@ impl ShmTransport {
     /// [`Error::Protocol`] or [`Error::Corrupt`] when the server is not a
     /// shared-memory server or hands over a bad region.
     pub async fn connect(addr: &Address, opts: &ShmOptions) -> Result<ShmTransport> {
-        let (region, sock, peer) = connect_raw(addr).await?;
-        Ok(ShmTransport::new(region, CLIENT, sock, peer, opts))
+        let (region, conn, peer) = sys::connect(addr, opts).await?;
+        ShmTransport::new(region, CLIENT, conn, peer, opts)
     }
 
     fn notify(&self) {
         if self.bells.ring_peer() & WAIT_SOCKET != 0 {
-            let _ = rustix::net::send(&self.sock, &[0], rustix::net::SendFlags::DONTWAIT);
+            self.wire.send_wake();
         }
     }
 
-    /// Waits for a wake-up byte or a hang-up on the socket.
+    /// Waits for the doorbell or the peer's death.
     fn poll_socket(&mut self) -> Poll<()> {
-        let mut cx = Context::from_waker(&self.joint);
-        match self.sock.poll_read_ready(&mut cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(_)) => {
-                self.hung_up = true;
-                Poll::Ready(())
-            }
-            Poll::Ready(Ok(())) => {
-                let mut buf = [0u8; 64];
-                loop {
-                    match self.sock.try_read(&mut buf) {
-                        Ok(0) => {
-                            self.hung_up = true;
-                            break;
-                        }
-                        Ok(_) => continue,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(_) => {
-                            self.hung_up = true;
-                            break;
-                        }
-                    }
-                }
-                Poll::Ready(())
-            }
-        }
+        self.wire.poll_wait(&self.joint, &mut self.hung_up)
     }
 
     fn spin_until(&mut self, mut ready: impl FnMut(&mut Self) -> bool) {
@@ -218,7 +195,7 @@ impl AsyncRead for ShmTransport {
             }
             if !prepared {
                 Wakers::set(&this.wakers.read, cx.waker());
-                this.bells.prepare_sleep(WAIT_SOCKET);
+                this.bells.prepare_sleep(ASYNC_SLEEP);
                 prepared = true;
                 continue;
             }
@@ -259,7 +236,7 @@ impl AsyncWrite for ShmTransport {
             }
             if !prepared {
                 Wakers::set(&this.wakers.write, cx.waker());
-                this.bells.prepare_sleep(WAIT_SOCKET);
+                this.bells.prepare_sleep(ASYNC_SLEEP);
                 prepared = true;
                 continue;
             }
@@ -290,30 +267,17 @@ impl Drop for ShmTransport {
     }
 }
 
-/// Connects the socket and receives the region.
-async fn connect_raw(addr: &Address) -> Result<(Arc<Region>, UnixStream, PeerInfo)> {
-    let sock_addr = handshake::socket_address(addr)?;
-    let t = ipc_unix::connect(&sock_addr).await?;
-    let peer = t.peer().clone();
-    let mut sock = t.into_stream();
-    let region = handshake::receive_region(&mut sock).await?;
-    Ok((region, sock, peer))
-}
-
 fn blocking_connection(
     region: Arc<Region>,
     side: usize,
-    sock: UnixStream,
+    conn: Conn,
     peer: PeerInfo,
     opts: &ShmOptions,
 ) -> Result<ShmConnection> {
-    let std = sock
-        .into_std()
-        .map_err(|e| Error::io("detaching the bootstrap socket from the runtime", e))?;
-    let fd: OwnedFd = std.into();
+    let (door, wire) = conn.into_blocking()?;
     let link = Arc::new(Link {
-        bells: Bells::new(region.clone(), side),
-        sock: Some(fd),
+        bells: Bells::new(region.clone(), side, door),
+        wire,
         policy: WaitPolicy {
             spin: opts.spin,
             liveness: opts.liveness,
@@ -352,13 +316,14 @@ impl ShmConnection {
     ///
     /// As [`ShmTransport::connect`].
     pub async fn connect_async(addr: &Address, opts: &ShmOptions) -> Result<ShmConnection> {
-        let (region, sock, peer) = connect_raw(addr).await?;
-        blocking_connection(region, CLIENT, sock, peer, opts)
+        let (region, conn, peer) = sys::connect(addr, opts).await?;
+        blocking_connection(region, CLIENT, conn, peer, opts)
     }
 }
 
 /// A shared-memory server endpoint: a local socket at the `shm:` address
-/// where clients are authenticated and handed their rings.
+/// (a Unix socket, or a named pipe on Windows) where clients are
+/// authenticated and handed their rings.
 ///
 /// A background task accepts clients as they connect, checks each one's
 /// credentials against the auth policy (refusing, with the reason sent to
@@ -382,14 +347,15 @@ impl ShmConnection {
 /// # }
 /// ```
 pub struct ShmListener {
-    unix: ipc_unix::UnixListener,
+    endpoint: sys::Endpoint,
     addr: Address,
     opts: ShmOptions,
     queue: tokio::sync::mpsc::Receiver<Result<Established>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    closed: bool,
 }
 
-type Established = (Arc<Region>, UnixStream, PeerInfo);
+/// A client admitted and handed its region, waiting to be accepted.
+pub(crate) type Established = (Arc<Region>, Conn, PeerInfo);
 
 /// Connections handed over but not yet accepted.
 const BACKLOG: usize = 64;
@@ -408,8 +374,10 @@ impl ShmListener {
     ///
     /// # Errors
     ///
-    /// As `ipc_unix::UnixListener::bind` for the bootstrap socket, and
-    /// [`Error::InvalidAddress`] for an address that is not `shm:`.
+    /// As the bootstrap endpoint's bind (`ipc_unix::UnixListener::bind`, or
+    /// `ipc_windows::PipeListener::bind` on Windows: [`Error::AddressInUse`]
+    /// when a live server holds it), and [`Error::InvalidAddress`] for an
+    /// address that is not `shm:`.
     ///
     /// Must be called within a Tokio runtime.
     pub fn bind(addr: &Address) -> Result<ShmListener> {
@@ -424,36 +392,19 @@ impl ShmListener {
     /// out of range.
     pub fn bind_with(addr: &Address, opts: ShmOptions) -> Result<ShmListener> {
         crate::layout::check_capacity(opts.ring_capacity).map_err(Error::Protocol)?;
-        let sock_addr = handshake::socket_address(addr)?;
-        let unix = ipc_unix::UnixListener::bind_with(
-            &sock_addr,
-            &ipc_unix::BindOptions::new().mode(opts.socket_mode),
-        )?;
-        // The accept task works on a duplicate of the listening socket; the
-        // original stays here and owns the endpoint (its file is removed on
-        // close even while the task is being torn down).
-        let dup = unix.as_tokio().ok_or(Error::Shutdown).and_then(|l| {
-            let fd = std::os::fd::AsFd::as_fd(l)
-                .try_clone_to_owned()
-                .map_err(|e| Error::io("duplicating the listening socket", e))?;
-            let std = std::os::unix::net::UnixListener::from(fd);
-            std.set_nonblocking(true)
-                .and_then(|()| tokio::net::UnixListener::from_std(std))
-                .map_err(|e| Error::io("registering the listening socket", e))
-        })?;
         let (tx, queue) = tokio::sync::mpsc::channel(BACKLOG);
-        let task = tokio::spawn(accept_loop(dup, opts.clone(), tx));
+        let endpoint = sys::bind(addr, &opts, tx)?;
         Ok(ShmListener {
-            unix,
+            endpoint,
             addr: addr.clone(),
             opts,
             queue,
-            task: Some(task),
+            closed: false,
         })
     }
 
     async fn accept_raw(&mut self) -> Result<Established> {
-        if self.task.is_none() {
+        if self.closed {
             return Err(Error::Shutdown);
         }
         match self.queue.recv().await {
@@ -474,8 +425,8 @@ impl ShmListener {
     ///
     /// Cancel safe: established connections wait in the queue.
     pub async fn accept_shm(&mut self) -> Result<ShmTransport> {
-        let (region, sock, peer) = self.accept_raw().await?;
-        Ok(ShmTransport::new(region, SERVER, sock, peer, &self.opts))
+        let (region, conn, peer) = self.accept_raw().await?;
+        ShmTransport::new(region, SERVER, conn, peer, &self.opts)
     }
 
     /// Accepts the next client for the blocking message API.
@@ -484,67 +435,13 @@ impl ShmListener {
     ///
     /// As [`accept_shm`](Self::accept_shm).
     pub async fn accept_connection(&mut self) -> Result<ShmConnection> {
-        let (region, sock, peer) = self.accept_raw().await?;
-        blocking_connection(region, SERVER, sock, peer, &self.opts)
+        let (region, conn, peer) = self.accept_raw().await?;
+        blocking_connection(region, SERVER, conn, peer, &self.opts)
     }
 
     /// The options this listener was bound with.
     pub fn options(&self) -> &ShmOptions {
         &self.opts
-    }
-}
-
-impl Drop for ShmListener {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
-    }
-}
-
-/// Accepts, authenticates and hands over regions until the listener goes.
-async fn accept_loop(
-    listener: tokio::net::UnixListener,
-    opts: ShmOptions,
-    queue: tokio::sync::mpsc::Sender<Result<Established>>,
-) {
-    loop {
-        let mut sock = match listener.accept().await {
-            Ok((sock, _)) => sock,
-            Err(e) => {
-                let err = Error::io("accepting a shared-memory client", e);
-                if queue.send(Err(err)).await.is_err() {
-                    return;
-                }
-                // Out of descriptors and the like: back off a little.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let peer = match ipc_unix::peer_info(&sock) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::debug!(error = %e, "reading a shared-memory client's credentials failed");
-                continue;
-            }
-        };
-        if !opts.auth.allows(&peer) {
-            handshake::refuse(&mut sock, &peer, &opts.auth).await;
-            continue;
-        }
-        let established = match crate::map::create(opts.ring_capacity) {
-            Ok((region, fd)) => match handshake::send_region(&sock, &fd).await {
-                Ok(()) => Ok((region, sock, peer)),
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "shared-memory handshake failed");
-                    continue;
-                }
-            },
-            Err(e) => Err(e),
-        };
-        if queue.send(established).await.is_err() {
-            return;
-        }
     }
 }
 
@@ -559,10 +456,8 @@ impl Listener for ShmListener {
     }
 
     fn close(&mut self) -> Result<()> {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        self.closed = true;
         self.queue.close();
-        Listener::close(&mut self.unix)
+        self.endpoint.close()
     }
 }

@@ -172,7 +172,7 @@ pub(crate) async fn receive_region(stream: &mut UnixStream) -> Result<Arc<Region
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)
         .map_err(|e| Error::io("marking the shared region close-on-exec", e.into()))?;
-    crate::map::open(fd)
+    super::map::open(fd)
 }
 
 #[cfg(test)]
