@@ -1,5 +1,6 @@
-//! The ipc-core conformance suite, run against the shared-memory transport.
-#![cfg(unix)]
+//! The ipc-core conformance suite, run against the shared-memory transport
+//! (bootstrapped over Unix sockets, or named pipes on Windows).
+#![cfg(any(unix, windows))]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -14,7 +15,8 @@ fn opts() -> ShmOptions {
     ShmOptions::new().ring_capacity(256 * 1024)
 }
 
-/// Endpoints at fresh socket paths in a private temporary directory.
+/// Endpoints at fresh socket paths in a private temporary directory (on
+/// Windows, fresh pipe names unique to this process).
 struct ShmBackend {
     dir: tempfile::TempDir,
     next: AtomicUsize,
@@ -37,8 +39,15 @@ impl Backend for ShmBackend {
 
     async fn bind(&self) -> Result<BoxListener> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let path = self.dir.path().join(format!("s{n}.sock"));
-        let addr: Address = format!("shm:{}", path.display()).parse()?;
+        let addr: Address = if cfg!(windows) {
+            // One pipe namespace for every test of this process.
+            static PIPES: AtomicUsize = AtomicUsize::new(0);
+            let n = PIPES.fetch_add(1, Ordering::Relaxed);
+            format!("shm:ipc-shm-conformance-{}-{n}", std::process::id()).parse()?
+        } else {
+            let path = self.dir.path().join(format!("s{n}.sock"));
+            format!("shm:{}", path.display()).parse()?
+        };
         Ok(Box::new(ShmListener::bind_with(&addr, opts())?))
     }
 
@@ -50,9 +59,10 @@ impl Backend for ShmBackend {
         Some(ShmListener::bind_with(addr, opts()).map(|l| Box::new(l) as BoxListener))
     }
 
+    /// A socket file on Unix; a pipe has no file (connecting tells instead).
     fn endpoint_exists(&self, addr: &Address) -> Option<bool> {
         match addr {
-            Address::Shm(p) => Some(std::path::Path::new(p).exists()),
+            Address::Shm(p) if cfg!(unix) => Some(std::path::Path::new(p).exists()),
             _ => None,
         }
     }

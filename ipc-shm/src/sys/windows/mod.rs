@@ -167,6 +167,7 @@ mod bootstrap {
                     ack = &mut stopped => {
                         listener.close();
                         drop(listener);
+                        pipe_gone(&pipe_addr).await;
                         if let Ok(ack) = ack {
                             let _ = ack.send(());
                         }
@@ -188,6 +189,30 @@ mod bootstrap {
                 }
             }
         });
+    }
+
+    /// Waits (at most a second) until no instance of the pipe exists: a
+    /// closed instance's handle is released only once the runtime has seen
+    /// its pending connect cancelled, and a client must not reach it after
+    /// `close` returns.
+    async fn pipe_gone(pipe_addr: &Address) {
+        use windows_sys::Win32::Foundation::{GetLastError, ERROR_FILE_NOT_FOUND};
+        use windows_sys::Win32::System::Pipes::WaitNamedPipeW;
+        let Ok(path) = ipc_windows::pipe_path(pipe_addr) else {
+            return;
+        };
+        let wide: Vec<u16> = path.encode_utf16().chain(Some(0)).collect();
+        for _ in 0..1000 {
+            // SAFETY: `wide` is a NUL-terminated UTF-16 string that outlives
+            // the call; GetLastError reads this thread's last error.
+            let gone = unsafe {
+                WaitNamedPipeW(wide.as_ptr(), 1) == 0 && GetLastError() == ERROR_FILE_NOT_FOUND
+            };
+            if gone {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
     }
 
     /// Authenticates one client and hands it a region.
