@@ -237,14 +237,17 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
     let load_before = sys::load_average();
     let tty = std::io::stderr().is_terminal();
     // The goal's comparison, taken again with the mechanisms interleaved.
-    let mut paired: Vec<mech::Mechanism> = Vec::new();
-    for name in results::LOCAL_GOALS.iter().flat_map(|g| g.names()) {
-        if let Some(m) = chosen.iter().find(|m| m.name == name) {
-            if !paired.iter().any(|p| p.name == name) {
-                paired.push(*m);
-            }
-        }
-    }
+    // In the registry's order: the baseline, ours, then the peers.
+    let paired: Vec<mech::Mechanism> = all
+        .iter()
+        .filter(|m| chosen.iter().any(|c| c.name == m.name))
+        .filter(|m| {
+            results::LOCAL_GOALS
+                .iter()
+                .any(|g| g.names().any(|n| n == m.name))
+        })
+        .copied()
+        .collect();
     let paired = if paired.len() >= 2 {
         paired
     } else {

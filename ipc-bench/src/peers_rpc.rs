@@ -131,7 +131,7 @@ mod parity_ipc {
                 RpcSession::boxed(move || {
                     let endpoint = endpoint.clone();
                     async move {
-                        let t = sys::connect_local(&endpoint).await?;
+                        let t = sys::connect_foreign(&endpoint).await?;
                         Ok(rpc::ipc_client(
                             Client::builder().framing(Framing::JsonStream).build(t),
                         ))

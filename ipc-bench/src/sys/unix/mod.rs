@@ -24,6 +24,11 @@ pub async fn connect_local(endpoint: &Path) -> ipc_core::Result<ipc_unix::UnixTr
     ipc_unix::connect(&addr(endpoint)).await
 }
 
+/// Connects to another crate's server at `endpoint`: a Unix socket like ours.
+pub async fn connect_foreign(endpoint: &Path) -> ipc_core::Result<ipc_unix::UnixTransport> {
+    connect_local(endpoint).await
+}
+
 /// What another crate's server binds for `endpoint`: the socket's path.
 pub fn local_name(endpoint: &Path) -> anyhow::Result<String> {
     use anyhow::Context as _;

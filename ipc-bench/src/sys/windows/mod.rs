@@ -55,6 +55,18 @@ pub async fn connect_local(endpoint: &Path) -> ipc_core::Result<ipc_windows::Pip
     ipc_windows::connect(&addr(endpoint)).await
 }
 
+/// Connects to another crate's server for `endpoint`: a byte-mode tokio
+/// pipe client (retrying while every instance is busy) as a transport.
+pub async fn connect_foreign(
+    endpoint: &Path,
+) -> anyhow::Result<ipc_core::StreamTransport<tokio::net::windows::named_pipe::NamedPipeClient>> {
+    let pipe = peers::open(&local_name(endpoint)?).await?;
+    Ok(ipc_core::StreamTransport::new(
+        pipe,
+        ipc_core::PeerInfo::default(),
+    ))
+}
+
 /// What another crate's server binds for `endpoint`: `\\.\pipe\<name>`.
 pub fn local_name(endpoint: &Path) -> anyhow::Result<String> {
     Ok(ipc_core::Address::pipe_path(&pipe_name(endpoint)))
@@ -97,9 +109,14 @@ fn open_process(pid: u32, access: u32) -> Option<OwnedHandle> {
 
 /// Kernel plus user time from `GetProcessTimes`, in 100 ns units summed over
 /// the process's threads. The OS updates it at clock ticks (about 15.6 ms),
-/// so short tests carry that much uncertainty.
+/// so short tests carry that much uncertainty. `None` under Wine, whose
+/// `GetProcessTimes` answers with the calling process's times whatever
+/// process it is asked about.
 pub fn cpu_ns(pid: u32) -> Option<u64> {
     use std::os::windows::io::AsRawHandle;
+    if under_wine() {
+        return None;
+    }
     let process = open_process(pid, PROCESS_QUERY_LIMITED_INFORMATION)?;
     let zero = FILETIME {
         dwLowDateTime: 0,
@@ -141,6 +158,12 @@ pub fn stdio_files() -> std::io::Result<(std::fs::File, std::fs::File)> {
 /// Windows has no load average.
 pub fn load_average() -> Option<f64> {
     None
+}
+
+/// Whether this process runs under Wine (read once).
+pub fn under_wine() -> bool {
+    static WINE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WINE.get_or_init(|| wine_version().is_some())
 }
 
 /// The version of Wine when this runs under it (figures then describe Wine,

@@ -35,7 +35,7 @@ pub fn mechanisms() -> Vec<Mechanism> {
 
 /// Opens the client end, retrying while every instance is busy, as tokio's
 /// documentation shows.
-async fn open(path: &str) -> anyhow::Result<NamedPipeClient> {
+pub(super) async fn open(path: &str) -> anyhow::Result<NamedPipeClient> {
     let deadline = Instant::now() + BUSY_TIMEOUT;
     loop {
         match ClientOptions::new().open(path) {
