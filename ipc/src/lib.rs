@@ -48,7 +48,7 @@ pub use ipc_unix as unix;
 #[cfg(all(windows, feature = "windows"))]
 pub use ipc_windows as windows;
 
-#[cfg(all(unix, feature = "shm"))]
+#[cfg(all(any(unix, windows), feature = "shm"))]
 pub use ipc_shm as shm;
 
 /// How a new endpoint is secured. Backends apply what fits them: a file mode
@@ -244,7 +244,7 @@ cfg_if::cfg_if! {
 }
 
 cfg_if::cfg_if! {
-    if #[cfg(all(unix, feature = "shm"))] {
+    if #[cfg(all(any(unix, windows), feature = "shm"))] {
         async fn bind_shm(address: &Address, options: &BindOptions) -> Result<BoxListener> {
             let mut opts = ipc_shm::ShmOptions::default();
             if let Some(mode) = options.mode {

@@ -1,6 +1,6 @@
 //! JSON-RPC over shared-memory rings through the facade (`shm:`), across
 //! real processes: the same Server and Client code as over sockets.
-#![cfg(all(unix, feature = "shm"))]
+#![cfg(all(any(unix, windows), feature = "shm"))]
 
 mod support;
 
@@ -20,7 +20,11 @@ fn child_shm_server() {
 async fn json_rpc_over_shared_memory_across_processes() {
     init_tracing();
     let dir = temp_dir();
-    let address = format!("shm:{}", dir.path().join("rpc.sock").display());
+    let address = if cfg!(windows) {
+        format!("shm:ipc-rpc-shm-{}", std::process::id())
+    } else {
+        format!("shm:{}", dir.path().join("rpc.sock").display())
+    };
     let child = ChildGuard(spawn_child(
         "child_shm_server",
         &[("IPC_TEST_ADDR", &address)],
