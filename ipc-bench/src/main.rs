@@ -18,7 +18,7 @@
 //! directory, under `/dev/shm` when it exists; `IPC_BENCH_ENDPOINT_DIR`
 //! names an existing directory to use instead. On Windows, named pipes take
 //! their names from that directory's and the mechanism's
-//! (`\\.\pipe\ipc-bench-XXXXXX-<mechanism>`).
+//! (`\\.\pipe\ipc-bench-XXXXXX-<mechanism>.ep`).
 //!
 //! It runs on Unix and Windows: the mechanisms of one platform only (Unix
 //! sockets, FIFOs and shared memory; Win32 named pipes) live in `sys::unix`
