@@ -219,6 +219,8 @@ fn child_entry() {
             });
             println!("RPC-OK");
         }
+        #[cfg(windows)]
+        "hostile-handles" => hostile_handles(&addr),
         "hostile-head" | "hostile-record" | "hostile-tail" | "hostile-random" => {
             hostile(&role, &addr);
         }
@@ -336,6 +338,62 @@ fn hostile_map(addr: &Address) -> (*mut u8, Box<dyn std::any::Any>) {
         assert_eq!(&hello[..8], b"IPCSHM\x01K", "the server took the region");
         (base, Box::new(()) as Box<dyn std::any::Any>)
     })
+}
+
+/// Windows: offers the server handle values it must refuse, each on a
+/// connection of its own, and prints the reasons it gives.
+#[cfg(windows)]
+fn hostile_handles(addr: &Address) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use windows_sys::Win32::Foundation::INVALID_HANDLE_VALUE;
+    use windows_sys::Win32::System::Memory::{CreateFileMappingW, PAGE_READWRITE};
+    use windows_sys::Win32::System::Threading::CreateEventW;
+    let Address::Shm(name) = addr else { panic!() };
+    // SAFETY: an unnamed section of one page and two unnamed events, kept
+    // for the child's life.
+    let (small, event, event2) = unsafe {
+        (
+            CreateFileMappingW(
+                INVALID_HANDLE_VALUE,
+                std::ptr::null(),
+                PAGE_READWRITE,
+                0,
+                4096,
+                std::ptr::null(),
+            ),
+            CreateEventW(std::ptr::null(), 0, 0, std::ptr::null()),
+            CreateEventW(std::ptr::null(), 0, 0, std::ptr::null()),
+        )
+    };
+    let [small, event, event2] = [small, event, event2].map(|h| h as usize as u64);
+    let cases = [
+        ("not handles", [0xdead_bee0, 0xdead_bee4, 0xdead_bee8]),
+        ("one event twice", [small, event, event]),
+        ("a section too small", [small, event, event2]),
+    ];
+    let rt = rt();
+    for (what, values) in cases {
+        let reason = rt.block_on(async {
+            let mut pipe = ipc_windows::connect(&Address::Pipe(name.clone()))
+                .await
+                .unwrap();
+            let mut hello = [0u8; 16];
+            pipe.read_exact(&mut hello).await.unwrap();
+            let mut msg = b"IPCSHM\x01H".to_vec();
+            for v in values {
+                msg.extend_from_slice(&v.to_le_bytes());
+            }
+            pipe.write_all(&msg).await.unwrap();
+            pipe.read_exact(&mut hello).await.unwrap();
+            assert_eq!(&hello[..8], b"IPCSHM\x01F", "{what}: refused");
+            let mut reason =
+                vec![0u8; u32::from_le_bytes(hello[8..12].try_into().unwrap()) as usize];
+            pipe.read_exact(&mut reason).await.unwrap();
+            String::from_utf8(reason).unwrap()
+        });
+        println!("REFUSED {what}: {reason}");
+    }
+    println!("DONE");
 }
 
 /// Maps the region the way any client can and writes garbage into it.
@@ -773,5 +831,59 @@ fn another_user_cannot_obtain_the_mapping() {
             );
             drop(listener);
         }
+    });
+}
+
+/// Windows: handle values a client names that are not its own handles, not
+/// two distinct events, or a section smaller than the rings, are refused
+/// with a reason, and the server keeps serving well-behaved clients.
+#[cfg(windows)]
+#[test]
+fn bad_handle_values_are_refused() {
+    within(Duration::from_secs(60), "bad handles", || {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = temp_addr(dir.path());
+        let rt = rt();
+        let mut listener = rt
+            .block_on(async {
+                ShmListener::bind_with(&addr, ShmOptions::new().ring_capacity(8192))
+            })
+            .unwrap();
+        let mut child = spawn_child("hostile-handles", &addr);
+        let mut out = String::new();
+        child
+            .0
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        assert!(out.contains("DONE"), "{out}");
+        let reasons: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.find("REFUSED").map(|at| &l[at..]))
+            .collect();
+        assert_eq!(reasons.len(), 3, "{out}");
+        assert!(
+            reasons[0].contains("cannot be duplicated"),
+            "{}",
+            reasons[0]
+        );
+        assert!(
+            reasons[1].contains("two distinct auto-reset events"),
+            "{}",
+            reasons[1]
+        );
+        assert!(reasons[2].contains("cannot be mapped"), "{}", reasons[2]);
+        // None of them reached the accept queue; a good client still does.
+        let a2 = addr.clone();
+        let client = std::thread::spawn(move || {
+            let mut c = ShmConnection::connect(&a2, &ShmOptions::new()).unwrap();
+            c.send(b"fine").unwrap();
+            c
+        });
+        let mut conn = rt.block_on(listener.accept_connection()).unwrap();
+        assert_eq!(&*conn.recv().unwrap(), b"fine");
+        drop(client.join().unwrap());
     });
 }
