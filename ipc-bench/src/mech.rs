@@ -1,7 +1,8 @@
 //! The mechanism registry and the client-side session every mechanism provides.
 //!
 //! Adding a mechanism is one [`Mechanism`] value in the list of its module
-//! (`raw`, `peers`, `ours`): a `serve` function run in the server process and
+//! (`raw`, `peers`, `ours` for every platform; `sys::unix::*` or
+//! `sys::windows::*` for one platform only): a `serve` function run in the server process and
 //! a `connect` function that returns a [`Session`]. For a message channel,
 //! `serve` is usually [`crate::proto::serve_sync`] or `serve_async` on each
 //! accepted connection, and `connect` wraps the channel in [`SyncSession`] or
@@ -73,7 +74,8 @@ pub struct Mechanism {
 /// What the server process is given.
 #[derive(Debug)]
 pub struct ServeCtx {
-    /// A fresh path in a private temp directory, for a socket, FIFO or mapping.
+    /// A fresh path in a private temp directory, for a socket, FIFO or
+    /// mapping; on Windows, named pipes take their name from it.
     pub endpoint: PathBuf,
 }
 
