@@ -1,28 +1,30 @@
 //! Shared-memory transport of the `ipc` workspace: a pair of
-//! single-producer/single-consumer rings in one mapping, handed over an
+//! single-producer/single-consumer rings in one mapping, set up over an
 //! authenticated local socket.
 //!
-//! - [`ShmListener`] binds `shm:name` (a local socket at `name`), checks each
+//! - [`ShmListener`] binds `shm:name` (a local socket at `name`: a Unix
+//!   socket, or the named pipe `\\.\pipe\name` on Windows), checks each
 //!   client's credentials against its [`AuthPolicy`](ipc_core::AuthPolicy),
-//!   and hands the client a fresh region (a sealed memfd on Linux, an
-//!   unlinked `shm_open` object elsewhere) over `SCM_RIGHTS`. No name of the
-//!   region is ever visible to other processes.
+//!   and shares a fresh region with it: a sealed memfd on Linux (an
+//!   unlinked `shm_open` object on other Unix systems) sent over
+//!   `SCM_RIGHTS`; on Windows an unnamed pagefile-backed file mapping that
+//!   the client creates and the server duplicates out of the client's
+//!   process. No name of the region is ever visible to other processes.
 //! - [`ShmTransport`] is the async byte-stream [`Transport`](ipc_core::Transport),
 //!   so the JSON-RPC `Server` and `Client` work over `shm:` unchanged.
 //! - [`ShmConnection`] is the message API: whole messages, zero-copy reads
 //!   ([`Message`] borrows the ring until dropped), blocking calls that spin
-//!   for [`ShmOptions::spin`] and then sleep on a futex, for the lowest
-//!   latency without a runtime.
+//!   for [`ShmOptions::spin`] and then sleep (a futex on Linux, an event on
+//!   Windows), for the lowest latency without a runtime.
 //!
 //! The peer is untrusted: every index and length read from shared memory is
 //! checked before use, and a broken ring is [`Error::Corrupt`](ipc_core::Error::Corrupt).
-//! A peer that dies is seen through the socket's hang-up and reported as
-//! disconnected. Windows is not supported yet: the crate builds there with
-//! only its portable ring layout.
+//! A peer that dies is seen through the socket's hang-up (on Windows, its
+//! process handle) and reported as disconnected.
 //!
 //! # Examples
 //!
-//! ```no_run,ignore-windows
+//! ```no_run
 //! use ipc_shm::{ShmConnection, ShmListener, ShmOptions};
 //!
 //! # #[allow(dead_code)]
