@@ -1,12 +1,15 @@
 //! The bootstrap socket after the handshake: liveness (its hang-up) and,
 //! where there is no futex, the doorbell (one byte per wake-up).
 
+#[cfg(not(loom))]
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::AtomicBool;
+#[cfg(not(loom))]
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+#[cfg(not(loom))]
 use tokio::net::UnixStream;
 
 use crate::bell::Bells;
