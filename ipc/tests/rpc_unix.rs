@@ -27,7 +27,12 @@ async fn sixteen_tasks_share_one_client_across_processes() {
     let (address, path) = unix_address(dir.path(), "rpc.sock");
     let child = ChildGuard(spawn_child("child_server", &[("IPC_TEST_ADDR", &address)]));
     wait_for_server(&address).await;
-    let client = ipc::connect(&address).await.unwrap();
+    // Room for every notification the test asks for: a subscriber that falls
+    // more than its buffer behind is ended as lagging (by design), and on a
+    // loaded machine the reading task can run well ahead of this one.
+    let client = ipc::Client::builder()
+        .subscription_buffer(2000)
+        .build(ipc::connect_transport(&address).await.unwrap());
     assert_eq!(
         client.peer().pid,
         Some(child.0.id()),
