@@ -104,7 +104,8 @@ impl ShmOptions {
 
     /// File mode of the bootstrap socket (default `0o600`, owner only).
     /// Opening it lets other users reach the auth policy, which still
-    /// decides who gets a region.
+    /// decides who gets a region. Unix only: on Windows the named pipe is
+    /// owner-only (its security descriptor allows the user and `SYSTEM`).
     pub fn socket_mode(mut self, mode: u32) -> Self {
         self.socket_mode = mode;
         self

@@ -133,7 +133,8 @@ pub(crate) async fn serve(
             pipe.flush()
                 .await
                 .map_err(|e| Error::io("confirming the shared region", e))?;
-            Ok((region, Door::new(mine, theirs, Some(client))))
+            let watch = process::watch_only(&client)?;
+            Ok((region, Door::new(mine, theirs, Some(watch))))
         }
         Err(e) => {
             send_status(pipe, b'F', &e.to_string()).await;

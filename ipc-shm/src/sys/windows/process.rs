@@ -8,7 +8,9 @@ use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
 use ipc_core::{Error, Result};
 use windows_sys::Win32::Foundation::{DuplicateHandle, DUPLICATE_SAME_ACCESS, FILETIME, HANDLE};
 use windows_sys::Win32::System::SystemInformation::GetSystemTimePreciseAsFileTime;
-use windows_sys::Win32::System::Threading::{GetCurrentProcess, GetProcessTimes, OpenProcess};
+use windows_sys::Win32::System::Threading::{
+    GetCurrentProcess, GetProcessTimes, OpenProcess, PROCESS_SYNCHRONIZE,
+};
 
 /// The system time now, in 100 ns units since 1601 (a FILETIME).
 pub(crate) fn now() -> u64 {
@@ -94,6 +96,34 @@ pub(crate) fn duplicate_from(process: &OwnedHandle, value: u64, what: &str) -> R
              value that is not an open handle of its own",
             io::Error::last_os_error()
         )));
+    }
+    // SAFETY: `out` is a fresh, valid handle owned by nobody else.
+    Ok(unsafe { OwnedHandle::from_raw_handle(out) })
+}
+
+/// A handle to the same process that can only wait for it to end: the
+/// server keeps this one for the life of the connection, not the handle
+/// that can duplicate out of the client.
+pub(crate) fn watch_only(process: &OwnedHandle) -> Result<OwnedHandle> {
+    let mut out: HANDLE = std::ptr::null_mut();
+    // SAFETY: duplicates a valid handle of ours within this process, with
+    // less access; `out` is a valid out pointer.
+    let ok = unsafe {
+        DuplicateHandle(
+            GetCurrentProcess(),
+            process.as_raw_handle(),
+            GetCurrentProcess(),
+            &mut out,
+            PROCESS_SYNCHRONIZE,
+            0,
+            0,
+        )
+    };
+    if ok == 0 || out.is_null() {
+        return Err(Error::io(
+            "keeping a handle to the peer process",
+            io::Error::last_os_error(),
+        ));
     }
     // SAFETY: `out` is a fresh, valid handle owned by nobody else.
     Ok(unsafe { OwnedHandle::from_raw_handle(out) })
