@@ -88,6 +88,47 @@ impl BindOptions {
     }
 }
 
+/// How a client's connection is set up. Backends apply what fits them.
+///
+/// # Examples
+///
+/// A JSON-RPC client with its own settings on a busy-polling connection:
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// # #[allow(dead_code)]
+/// # async fn run() -> ipc::Result<()> {
+/// let options = ipc::ConnectOptions::new().busy_poll(Duration::from_micros(50));
+/// let transport = ipc::connect_transport_with("unix:/run/app.sock", &options).await?;
+/// let client = ipc::Client::builder()
+///     .request_timeout(Some(Duration::from_secs(5)))
+///     .build(transport);
+/// let height: u64 = client.request("block_height", ()).await?;
+/// # let _ = height;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    busy_poll: Option<std::time::Duration>,
+}
+
+impl ConnectOptions {
+    /// The defaults: reads wait on the reactor at once.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Unix sockets: before a read waits for the reactor, keep polling the
+    /// socket for up to `budget` (adaptive, as for
+    /// [`BindOptions::busy_poll`]). Trades CPU for latency; other backends
+    /// ignore it.
+    pub fn busy_poll(mut self, budget: std::time::Duration) -> Self {
+        self.busy_poll = (!budget.is_zero()).then_some(budget);
+        self
+    }
+}
+
 fn disabled(address: &Address, feature: &'static str, platform: &'static str) -> Error {
     Error::BackendDisabled {
         address: address.to_string(),
@@ -161,8 +202,22 @@ pub async fn connect(address: &str) -> Result<Client> {
 /// when nothing listens there, [`Error::PermissionDenied`], and the backend's
 /// own errors.
 pub async fn connect_transport(address: &str) -> Result<BoxTransport> {
+    connect_transport_with(address, &ConnectOptions::default()).await
+}
+
+/// Connects a raw byte [`Transport`] to `address` with the given options
+/// (wrap it in [`Client::builder`] for a JSON-RPC client with its own
+/// settings).
+///
+/// # Errors
+///
+/// As for [`connect_transport`].
+pub async fn connect_transport_with(
+    address: &str,
+    options: &ConnectOptions,
+) -> Result<BoxTransport> {
     let address: Address = address.parse()?;
-    connect_address(&address).await
+    connect_address_with(&address, options).await
 }
 
 /// Connects to an already parsed address.
@@ -171,12 +226,24 @@ pub async fn connect_transport(address: &str) -> Result<BoxTransport> {
 ///
 /// As for [`connect_transport`].
 pub async fn connect_address(address: &Address) -> Result<BoxTransport> {
+    connect_address_with(address, &ConnectOptions::default()).await
+}
+
+/// Connects to an already parsed address with the given options.
+///
+/// # Errors
+///
+/// As for [`connect_transport`].
+pub async fn connect_address_with(
+    address: &Address,
+    options: &ConnectOptions,
+) -> Result<BoxTransport> {
     match address {
-        Address::Unix(_) | Address::UnixAbstract(_) => connect_unix(address).await,
+        Address::Unix(_) | Address::UnixAbstract(_) => connect_unix(address, options).await,
         Address::Local(_) => {
             cfg_if::cfg_if! {
                 if #[cfg(unix)] {
-                    connect_unix(address).await
+                    connect_unix(address, options).await
                 } else if #[cfg(windows)] {
                     connect_pipe(address).await
                 } else {
@@ -206,14 +273,22 @@ cfg_if::cfg_if! {
             }
             Ok(Box::new(ipc_unix::UnixListener::bind_with(address, &opts)?))
         }
-        async fn connect_unix(address: &Address) -> Result<BoxTransport> {
-            Ok(Box::new(ipc_unix::connect(address).await?))
+        async fn connect_unix(address: &Address, options: &ConnectOptions) -> Result<BoxTransport> {
+            Ok(Box::new(unix_transport(address, options).await?))
+        }
+        async fn unix_transport(
+            address: &Address,
+            options: &ConnectOptions,
+        ) -> Result<ipc_unix::UnixTransport> {
+            let mut transport = ipc_unix::connect(address).await?;
+            transport.set_busy_poll(options.busy_poll);
+            Ok(transport)
         }
     } else {
         fn bind_unix(address: &Address, _: &BindOptions) -> Result<BoxListener> {
             Err(disabled(address, "unix", " (Unix sockets need a Unix platform)"))
         }
-        async fn connect_unix(address: &Address) -> Result<BoxTransport> {
+        async fn connect_unix(address: &Address, _: &ConnectOptions) -> Result<BoxTransport> {
             Err(disabled(address, "unix", " (Unix sockets need a Unix platform)"))
         }
     }
@@ -312,5 +387,38 @@ mod tests {
         }
         let e = super::connect("bogus:x").await.unwrap_err().to_string();
         assert!(e.contains("expected one of"), "{e}");
+    }
+
+    #[cfg(all(unix, feature = "unix"))]
+    #[tokio::test]
+    async fn connect_options_reach_the_unix_transport() {
+        use super::*;
+        use std::time::Duration;
+
+        let dir = tempfile::tempdir().unwrap();
+        let address: Address = format!("unix:{}", dir.path().join("s.sock").display())
+            .parse()
+            .unwrap();
+        let mut listener = bind_address(&address, &BindOptions::default())
+            .await
+            .unwrap();
+        let accepting = tokio::spawn(async move {
+            let first = listener.accept().await?;
+            let second = listener.accept().await?;
+            Ok::<_, Error>((first, second))
+        });
+
+        let plain = unix_transport(&address, &ConnectOptions::new())
+            .await
+            .unwrap();
+        assert_eq!(plain.busy_poll(), None);
+        let budget = Duration::from_micros(40);
+        let polling = unix_transport(&address, &ConnectOptions::new().busy_poll(budget))
+            .await
+            .unwrap();
+        assert_eq!(polling.busy_poll(), Some(budget));
+        let zero = ConnectOptions::new().busy_poll(Duration::ZERO);
+        assert_eq!(zero.busy_poll, None, "a zero budget means no busy polling");
+        accepting.await.unwrap().unwrap();
     }
 }
