@@ -21,9 +21,8 @@
 //! (`\\.\pipe\ipc-bench-XXXXXX-<mechanism>.ep`).
 //!
 //! It runs on Unix and Windows: the mechanisms of one platform only (Unix
-//! sockets, FIFOs and shared memory; Win32 named pipes) live in `sys::unix`
-//! and `sys::windows`, and the report names the other platform's as not
-//! built.
+//! sockets and FIFOs; Win32 named pipes) live in `sys::unix` and
+//! `sys::windows`, and the report names the other platform's as not built.
 
 /// The workspace's local transport on this platform, for descriptions.
 #[cfg(unix)]
@@ -67,9 +66,6 @@ mod raw;
 mod results;
 mod rpc;
 mod run;
-// Shared memory: Unix only so far. When ipc-shm supports Windows, widen
-// this cfg (and ipc-shm's dependency in Cargo.toml) and `mech::all`'s.
-#[cfg(unix)]
 mod shm;
 mod streams;
 mod sys;

@@ -217,8 +217,6 @@ pub fn all() -> Vec<Mechanism> {
     v.extend(crate::memcpy::mechanisms());
     v.extend(crate::raw::mechanisms());
     v.extend(crate::ours::mechanisms());
-    // Shared memory: Unix only so far (see `mod shm` in main.rs).
-    #[cfg(unix)]
     v.extend(crate::shm::mechanisms());
     v.extend(crate::peers::mechanisms());
     v.extend(crate::peers_rpc::mechanisms());

@@ -1,5 +1,6 @@
 //! This workspace's shared-memory transport (`ipc-shm`): the blocking
-//! message API (spin, then futex) and the async byte-stream transport.
+//! message API (spin, then futex or event) and the async byte-stream
+//! transport, on Unix and Windows.
 
 use std::io;
 use std::path::Path;
@@ -17,7 +18,7 @@ use crate::streams::Framed4;
 const ASYNC_SPIN: Duration = Duration::from_micros(20);
 
 fn addr(endpoint: &Path) -> Address {
-    Address::Shm(endpoint.to_string_lossy().into_owned())
+    Address::Shm(crate::sys::shm_name(endpoint))
 }
 
 fn options(async_spin: Option<Duration>) -> ShmOptions {
@@ -39,7 +40,7 @@ pub fn mechanisms() -> Vec<Mechanism> {
             group: Group::Ours,
             baseline: "spin-shm",
             about: "ipc_shm::ShmConnection, the blocking message API (spins 50 us by default, \
-                    then sleeps on a futex)",
+                    then sleeps on a futex, or an event on Windows)",
             server: ServerKind::Child,
             serve: serve_blocking,
             connect: |ctx| {

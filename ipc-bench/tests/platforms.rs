@@ -143,3 +143,41 @@ fn json_rpc_runs_over_the_local_stream_for_ours_and_the_peers() {
         }
     }
 }
+
+#[test]
+fn shared_memory_runs_across_processes_against_the_spin_mapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["spin-shm", "ipc-shm", "ipc-shm-async"];
+    let (out, run) = bench(
+        &[
+            "--mechanism",
+            &names.join(","),
+            "--size",
+            "64,1MiB",
+            "--duration",
+            "0.05",
+            "--rate",
+            "2000",
+            "--quick",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (m, name) in run["mechanisms"].as_array().unwrap().iter().zip(names) {
+        assert_eq!(m["name"].as_str(), Some(name));
+        assert!(m["error"].is_null(), "{m}");
+        if name != "spin-shm" {
+            assert_eq!(m["baseline"].as_str(), Some("spin-shm"), "{m}");
+        }
+        for row in m["latency"].as_array().unwrap() {
+            assert!(row["dist"]["samples"].as_u64().unwrap() > 0, "{row}");
+        }
+        for row in m["throughput"].as_array().unwrap() {
+            assert!(row["gb_per_s"].as_f64().unwrap() > 0.0, "{row}");
+        }
+    }
+}

@@ -28,6 +28,10 @@ pub use imp::{bind_local, connect_local, interprocess_name, local_name};
 /// which costs the server a pipe instance on every attempt.
 pub use imp::connect_foreign;
 
+/// The `shm:` name of the shared-memory endpoint at `endpoint`: its path on
+/// Unix (the handshake socket's), a pipe name on Windows.
+pub use imp::shm_name;
+
 /// The raw baseline of this platform's local stream (a blocking Unix socket,
 /// or a blocking Win32 named pipe): the floor the platform-independent
 /// mechanisms (pipe pair, TCP, spin mapping) are compared with.

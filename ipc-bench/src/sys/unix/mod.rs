@@ -29,6 +29,10 @@ pub async fn connect_foreign(endpoint: &Path) -> ipc_core::Result<ipc_unix::Unix
     connect_local(endpoint).await
 }
 
+pub fn shm_name(endpoint: &Path) -> String {
+    endpoint.to_string_lossy().into_owned()
+}
+
 /// What another crate's server binds for `endpoint`: the socket's path.
 pub fn local_name(endpoint: &Path) -> anyhow::Result<String> {
     use anyhow::Context as _;

@@ -67,6 +67,10 @@ pub async fn connect_foreign(
     ))
 }
 
+pub fn shm_name(endpoint: &Path) -> String {
+    pipe_name(endpoint)
+}
+
 /// What another crate's server binds for `endpoint`: `\\.\pipe\<name>`.
 pub fn local_name(endpoint: &Path) -> anyhow::Result<String> {
     Ok(ipc_core::Address::pipe_path(&pipe_name(endpoint)))
@@ -86,10 +90,6 @@ pub fn not_built() -> Vec<(&'static str, &'static str)> {
         (
             "unix-raw, ipc-unix, ipc-unix-bytes, ipc-unix-busypoll, ipc-fifo, tokio-unix",
             "Unix sockets and FIFOs: Unix builds only",
-        ),
-        (
-            "ipc-shm, ipc-shm-async, ipc-shm-async-spin",
-            "ipc-shm does not support Windows yet",
         ),
         ("iceoryx2", "benchmarked on Unix only"),
     ]
