@@ -6,7 +6,8 @@
 //! pass CI runs as a smoke test (figures are printed, not asserted). Every
 //! other argument goes to the binary unchanged (`--mechanism`, `--size`,
 //! `--duration`, `--rate`, `--json`, `--out-dir`, `--list`; see
-//! `cargo xtask bench --help`).
+//! `cargo xtask bench --help`). It runs the same way on Unix and on
+//! Windows, where the local mechanisms are named pipes.
 
 use std::path::PathBuf;
 use std::process::Command;
