@@ -435,7 +435,7 @@ impl Consumer {
             }
         }
         #[cfg(not(all(target_arch = "x86_64", not(miri), not(loom))))]
-        let _ = (off, len);
+        let _ = (off, len, PREFETCH);
     }
 
     /// Our tail: bytes released so far.
