@@ -8,8 +8,9 @@
 //! in use, one nobody reads is stale and replaced. The returned [`Fifo`]
 //! removes the file on drop if it is still the one it created.
 //!
-//! A [`FifoReader`] reads until every writer has closed (end of stream);
-//! a [`FifoWriter`] can only open while a reader has the FIFO open, and gets
+//! A [`FifoReader`] reads until every writer has closed (end of stream), or,
+//! opened with [`FifoReader::open_persistent`], waits for the next writer
+//! instead; a [`FifoWriter`] can only open while a reader has the FIFO open, and gets
 //! a broken-pipe error once the last reader is gone. Writes of up to
 //! `PIPE_BUF` bytes (at least 512; 4096 on Linux) are atomic, so lines from
 //! several writers do not interleave.
@@ -125,7 +126,20 @@ impl Fifo {
     /// [`Error::Io`]. Must be called within a Tokio runtime.
     pub fn open_reader(&self) -> Result<FifoReader> {
         let fd = self.open_checked(false)?;
-        FifoReader::from_fd(fd, &self.endpoint)
+        FifoReader::from_fd(fd, None, &self.endpoint)
+    }
+
+    /// Opens the FIFO for reading as a stream that outlives its writers:
+    /// see [`FifoReader::open_persistent`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Fifo::open_reader`].
+    pub fn open_persistent_reader(&self) -> Result<FifoReader> {
+        let fd = self.open_checked(false)?;
+        // Cannot fail for want of a reader: `fd` is one.
+        let keep_open = self.open_checked(true)?;
+        FifoReader::from_fd(fd, Some(keep_open), &self.endpoint)
     }
 
     /// Opens the FIFO for writing, checking that the file at the path is
@@ -235,10 +249,15 @@ fn check_fifo(fd: &OwnedFd, endpoint: &str) -> Result<()> {
 }
 
 /// The reading end of a FIFO: an [`AsyncRead`] that ends (reads 0 bytes)
-/// once every writer has closed.
+/// once every writer has closed, or, opened with
+/// [`FifoReader::open_persistent`], never ends while writers come and go.
 #[derive(Debug)]
 pub struct FifoReader {
     rx: pipe::Receiver,
+    /// A writing end held (never written) by a persistent reader, so the
+    /// FIFO always has a writer and reads wait for the next one instead of
+    /// ending.
+    keep_open: Option<OwnedFd>,
 }
 
 impl FifoReader {
@@ -252,15 +271,64 @@ impl FifoReader {
     /// Tokio runtime.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let (fd, endpoint) = open_path(path.as_ref(), false)?;
-        Self::from_fd(fd, &endpoint)
+        Self::from_fd(fd, None, &endpoint)
     }
 
-    fn from_fd(fd: OwnedFd, endpoint: &str) -> Result<Self> {
+    /// Opens the FIFO at `path` for reading as a stream that outlives its
+    /// writers: the reader holds a writing end of its own (never written),
+    /// so when the last writer closes, reads wait for the next writer
+    /// instead of ending. For a daemon that collects events from producers
+    /// that start and stop. Writers never get a broken pipe while it is
+    /// open; drop it to end the stream.
+    ///
+    /// # Errors
+    ///
+    /// As [`FifoReader::open`]; [`Error::Insecure`] if the file at the path
+    /// was replaced between opening its two ends.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use tokio::io::{AsyncBufReadExt, BufReader};
+    ///
+    /// # #[allow(dead_code)]
+    /// # async fn run() -> ipc_core::Result<()> {
+    /// let fifo = ipc_unix::fifo::create("/run/node/events.fifo", 0o600)?;
+    /// let mut lines = BufReader::new(fifo.open_persistent_reader()?).lines();
+    /// // Producers open the FIFO, write lines and leave, one after another.
+    /// while let Some(line) = lines.next_line().await? {
+    ///     println!("event: {line}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn open_persistent(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let (fd, endpoint) = open_path(path, false)?;
+        let (keep_open, _) = open_path(path, true)?;
+        let same = |a: &OwnedFd, b: &OwnedFd| -> Result<bool> {
+            let stat = |fd| sys::fstat(fd).map_err(|e| Error::io(format!("{endpoint}: fstat"), e));
+            Ok(stat(a)?.stamp() == stat(b)?.stamp())
+        };
+        if !same(&fd, &keep_open)? {
+            return Err(Error::Insecure {
+                endpoint,
+                reason: "the file at the path was replaced while it was being opened".into(),
+            });
+        }
+        Self::from_fd(fd, Some(keep_open), &endpoint)
+    }
+
+    fn from_fd(fd: OwnedFd, keep_open: Option<OwnedFd>, endpoint: &str) -> Result<Self> {
         require_runtime("FifoReader::open")?;
         check_fifo(&fd, endpoint)?;
         let rx = pipe::Receiver::from_owned_fd(fd)
             .map_err(|e| Error::io(format!("{endpoint}: registering with the runtime"), e))?;
-        Ok(FifoReader { rx })
+        Ok(FifoReader { rx, keep_open })
+    }
+
+    /// True for a reader opened with [`FifoReader::open_persistent`].
+    pub fn is_persistent(&self) -> bool {
+        self.keep_open.is_some()
     }
 }
 

@@ -69,6 +69,61 @@ fn lines_from_another_process_arrive_in_order_then_end() {
     });
 }
 
+#[test]
+fn a_persistent_reader_outlives_writers_that_come_and_go() {
+    const TEST: &str = "a_persistent_reader_outlives_writers_that_come_and_go";
+    const LINES: usize = 200;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    if let Some((role, path)) = child_role() {
+        rt.block_on(async {
+            let mut w = FifoWriter::open(&path).unwrap();
+            for i in 0..LINES {
+                w.write_all(format!("{role} {i}\n").as_bytes())
+                    .await
+                    .unwrap();
+            }
+            w.flush().await.unwrap();
+        });
+        return;
+    }
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.fifo");
+        let f = fifo::create(&path, 0o600).unwrap();
+        let reader = f.open_persistent_reader().unwrap();
+        assert!(reader.is_persistent());
+        let mut lines = BufReader::new(reader).lines();
+        for writer in ["first", "second"] {
+            let mut child = spawn_self(TEST, writer, path.to_str().unwrap(), None);
+            for i in 0..LINES {
+                let line = within("next line", lines.next_line()).await.unwrap();
+                assert_eq!(line.as_deref(), Some(format!("{writer} {i}").as_str()));
+            }
+            child.wait_ok();
+        }
+        // Both writers have exited: a plain reader would be at its end now;
+        // this one waits for the next writer.
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(300), lines.next_line()).await;
+        assert!(waiting.is_err(), "the stream ended: {waiting:?}");
+        let mut third = FifoWriter::open(&path).unwrap();
+        third.write_all(b"third 0\n").await.unwrap();
+        drop(third);
+        let line = within("line of a later writer", lines.next_line())
+            .await
+            .unwrap();
+        assert_eq!(line.as_deref(), Some("third 0"));
+
+        // Opened by path, the same; a symlink is refused as for other opens.
+        let by_path = FifoReader::open_persistent(&path).unwrap();
+        assert!(by_path.is_persistent());
+        let link = dir.path().join("link.fifo");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let e = FifoReader::open_persistent(&link).unwrap_err();
+        assert!(matches!(e, Error::Insecure { .. }), "{e:?}");
+    });
+}
+
 #[tokio::test]
 async fn writer_without_a_reader_is_not_found() {
     let dir = tempfile::tempdir().unwrap();
