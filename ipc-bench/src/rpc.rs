@@ -119,7 +119,9 @@ async fn worker<C: RpcClient>(
 ) -> io::Result<(u64, Histogram<u64>)> {
     let mut hist = new_histogram();
     let mut calls = 0;
-    while Instant::now() < deadline {
+    // At least one call each, even if this worker is first polled after the
+    // deadline (a load never reports zero calls without having tried).
+    while calls == 0 || Instant::now() < deadline {
         let t0 = Instant::now();
         let n = c.echo(param).await?;
         hist.saturating_record((t0.elapsed().as_nanos() as u64).max(1));
