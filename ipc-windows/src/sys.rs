@@ -9,7 +9,10 @@ use std::os::windows::ffi::OsStrExt;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
 use std::ptr;
 
-use tokio::net::windows::named_pipe::{NamedPipeServer, ServerOptions};
+use std::os::windows::fs::OpenOptionsExt;
+use std::os::windows::io::IntoRawHandle;
+
+use tokio::net::windows::named_pipe::{NamedPipeClient, NamedPipeServer, ServerOptions};
 use windows_sys::Win32::Foundation::{LocalFree, ERROR_INSUFFICIENT_BUFFER, HANDLE};
 use windows_sys::Win32::Security::Authorization::{
     ConvertSecurityDescriptorToStringSecurityDescriptorW, ConvertSidToStringSidW,
@@ -21,9 +24,11 @@ use windows_sys::Win32::Security::{
     DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID, SECURITY_ATTRIBUTES, TOKEN_QUERY,
     TOKEN_USER,
 };
+use windows_sys::Win32::Storage::FileSystem::{FILE_FLAG_OVERLAPPED, SECURITY_IDENTIFICATION};
 use windows_sys::Win32::System::Pipes::{
-    GetNamedPipeClientProcessId, GetNamedPipeHandleStateW, GetNamedPipeServerProcessId,
-    ImpersonateNamedPipeClient,
+    GetNamedPipeClientProcessId, GetNamedPipeHandleStateW, GetNamedPipeInfo,
+    GetNamedPipeServerProcessId, ImpersonateNamedPipeClient, SetNamedPipeHandleState,
+    PIPE_READMODE_MESSAGE, PIPE_TYPE_MESSAGE,
 };
 use windows_sys::Win32::System::Threading::{
     GetCurrentProcess, GetCurrentThread, OpenProcess, OpenProcessToken, OpenThreadToken,
@@ -276,6 +281,53 @@ pub fn pipe_server_pid(pipe: &impl AsRawHandle) -> io::Result<u32> {
         return Err(io::Error::last_os_error());
     }
     Ok(pid)
+}
+
+/// Opens the client end of a named pipe, once: every open takes one of the
+/// server's instances, so the read mode is chosen on this very handle.
+/// Message-type pipes (ours) are read in message mode, which carries the
+/// zero-length end-of-stream message; byte-type pipes (other servers') stay
+/// in byte mode. Returns the pipe and whether it reads messages.
+///
+/// The server may learn who we are but not act as us
+/// (`SECURITY_IDENTIFICATION`). Must be called within a tokio runtime.
+pub fn open_pipe_client(path: &str) -> io::Result<(NamedPipeClient, bool)> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .share_mode(0)
+        .custom_flags(FILE_FLAG_OVERLAPPED)
+        .security_qos_flags(SECURITY_IDENTIFICATION)
+        .open(path)?;
+    let mut flags = 0u32;
+    // SAFETY: `file` is a live pipe handle; `flags` a local out-param; the
+    // other out-params are optional and null.
+    let ok = unsafe {
+        GetNamedPipeInfo(
+            raw(&file),
+            &mut flags,
+            ptr::null_mut(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
+    };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let messages = flags & PIPE_TYPE_MESSAGE != 0;
+    if messages {
+        let mode = PIPE_READMODE_MESSAGE;
+        // SAFETY: `file` is a live pipe handle; `mode` a local read by the
+        // call; the optional collection parameters are null.
+        let ok = unsafe { SetNamedPipeHandleState(raw(&file), &mode, ptr::null(), ptr::null()) };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: the handle is an open, overlapped named-pipe client handle whose
+    // ownership moves from `file` to the returned pipe.
+    let client = unsafe { NamedPipeClient::from_raw_handle(file.into_raw_handle())? };
+    Ok((client, messages))
 }
 
 /// How many instances of the pipe exist, ours included.

@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 
 use ipc_core::{Address, Error, PeerInfo, Result, Transport};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::windows::named_pipe::{ClientOptions, NamedPipeClient, NamedPipeServer, PipeMode};
-use windows_sys::Win32::Foundation::{
-    ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_INVALID_PARAMETER, ERROR_PIPE_BUSY,
-};
+use tokio::net::windows::named_pipe::{NamedPipeClient, NamedPipeServer};
+use windows_sys::Win32::Foundation::{ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_PIPE_BUSY};
 
 use crate::sys::{self, Sid};
 
@@ -109,9 +107,16 @@ impl Inner {
 /// message, which the peer's transport reads as end-of-stream (and keeps
 /// reading as such) while it can still write back. Writes after shutdown
 /// fail; an empty write sends nothing.
+///
+/// A client connected to another server's byte-type pipe reads it in byte
+/// mode; there `poll_shutdown` only stops further writes, and the server
+/// sees end-of-stream when the pipe closes.
 pub struct PipeTransport {
     inner: Inner,
     peer: PeerInfo,
+    /// Reads messages (so a zero-length one is end-of-stream); false only
+    /// for a client of a byte-type pipe.
+    messages: bool,
     read_eof: bool,
     write_shut: bool,
     /// Sends the end-of-stream marker behind a write still in flight.
@@ -119,10 +124,11 @@ pub struct PipeTransport {
 }
 
 impl PipeTransport {
-    fn new(inner: Inner, peer: PeerInfo) -> Self {
+    fn new(inner: Inner, peer: PeerInfo, messages: bool) -> Self {
         PipeTransport {
             inner,
             peer,
+            messages,
             read_eof: false,
             write_shut: false,
             eof_task: None,
@@ -130,7 +136,7 @@ impl PipeTransport {
     }
 
     pub(crate) fn from_server(server: NamedPipeServer, peer: PeerInfo) -> Self {
-        Self::new(Inner::Server(Arc::new(server)), peer)
+        Self::new(Inner::Server(Arc::new(server)), peer, true)
     }
 
     /// The identity of the process on the other end.
@@ -158,6 +164,7 @@ impl fmt::Debug for PipeTransport {
         f.debug_struct("PipeTransport")
             .field("side", &side)
             .field("peer", &self.peer)
+            .field("messages", &self.messages)
             .field("read_eof", &self.read_eof)
             .field("write_shut", &self.write_shut)
             .finish()
@@ -263,6 +270,10 @@ impl AsyncWrite for PipeTransport {
             return Poll::Ready(Ok(()));
         }
         this.write_shut = true;
+        if !this.messages {
+            // A byte-type pipe has no end-of-stream message.
+            return Poll::Ready(Ok(()));
+        }
         match this.inner.try_write(&[]) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 this.eof_task = Some(tokio::spawn(this.inner.clone().send_eof()));
@@ -310,6 +321,11 @@ impl ConnectOptions {
 
 /// Connects to `pipe:name` or `local:name` with the defaults.
 ///
+/// Each attempt opens the pipe once and picks the read mode on that handle:
+/// message mode for a message-type pipe (our servers'), byte mode for a
+/// byte-type pipe of another server. Nothing is opened and thrown away, which
+/// would use up one of the server's instances.
+///
 /// # Examples
 ///
 /// ```no_run
@@ -341,11 +357,9 @@ pub async fn connect_with(addr: &Address, options: &ConnectOptions) -> Result<Pi
     let me = current_user()?;
     let deadline = Instant::now() + options.busy_timeout;
     let mut delay = Duration::from_millis(1);
-    let client = loop {
-        // The default impersonation level is SECURITY_IDENTIFICATION: the
-        // server may learn who we are but not act as us.
-        match open(&path) {
-            Ok(client) => break client,
+    let (client, messages) = loop {
+        match sys::open_pipe_client(&path) {
+            Ok(opened) => break opened,
             Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) => {
                 let now = Instant::now();
                 if now >= deadline {
@@ -365,19 +379,11 @@ pub async fn connect_with(addr: &Address, options: &ConnectOptions) -> Result<Pi
         }
     };
     let peer = server_peer(&client, me);
-    Ok(PipeTransport::new(Inner::Client(Arc::new(client)), peer))
-}
-
-/// Opens the pipe reading in message mode (which carries the end-of-stream
-/// message of our servers), or in byte mode for a byte-type pipe of another
-/// server.
-fn open(path: &str) -> io::Result<NamedPipeClient> {
-    match ClientOptions::new().pipe_mode(PipeMode::Message).open(path) {
-        Err(e) if e.raw_os_error() == Some(ERROR_INVALID_PARAMETER as i32) => {
-            ClientOptions::new().open(path)
-        }
-        other => other,
-    }
+    Ok(PipeTransport::new(
+        Inner::Client(Arc::new(client)),
+        peer,
+        messages,
+    ))
 }
 
 fn open_error(path: &str, e: io::Error) -> Error {
