@@ -255,7 +255,23 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
     };
     let rounds: u64 = if cli.quick { 5 } else { 10 };
     let paired_steps = if paired.is_empty() { 0 } else { rounds };
-    let bar = run::progress(plan.steps() * chosen.len() as u64 + paired_steps);
+    // The JSON-RPC goal's servers, also taken again in alternation.
+    let rpc_paired: Vec<mech::Mechanism> = results::RPC_GOAL
+        .iter()
+        .filter_map(|name| chosen.iter().find(|m| m.name == *name).copied())
+        .collect();
+    let rpc_paired = if rpc_paired.len() >= 2 && rpc_paired[0].name == results::RPC_GOAL[0] {
+        rpc_paired
+    } else {
+        Vec::new()
+    };
+    let rpc_rounds: u64 = if cli.quick { 3 } else { 5 };
+    let rpc_paired_steps = if rpc_paired.is_empty() {
+        0
+    } else {
+        rpc_rounds * plan.rpc_loads.len() as u64
+    };
+    let bar = run::progress(plan.steps() * chosen.len() as u64 + paired_steps + rpc_paired_steps);
     let mut mechanisms = Vec::new();
     for (i, m) in chosen.iter().enumerate() {
         if !tty {
@@ -286,6 +302,27 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
             &bar,
         )
     };
+    let interleaved_rpc = if rpc_paired.is_empty() {
+        Vec::new()
+    } else {
+        if !tty {
+            eprintln!(
+                "ipc-bench: interleaved JSON-RPC: {}",
+                rpc_paired
+                    .iter()
+                    .map(|m| m.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        run::interleaved_rpc(
+            &rpc_paired,
+            &plan.rpc_loads,
+            rpc_rounds,
+            fixed_dir.as_deref().unwrap_or(tmp.path()),
+            &bar,
+        )
+    };
     bar.finish_and_clear();
 
     let run = Run {
@@ -302,6 +339,8 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
         interleaved_size: 64,
         interleaved_rounds: rounds,
         interleaved,
+        interleaved_rpc_rounds: rpc_rounds,
+        interleaved_rpc,
         not_built: mech::not_built()
             .into_iter()
             .map(|(name, why)| results::NotBuilt {

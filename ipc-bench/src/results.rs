@@ -35,6 +35,50 @@ pub struct Run {
     pub interleaved_rounds: u64,
     /// Round trips of the goal's mechanisms taken in alternation.
     pub interleaved: Vec<InterleavedRow>,
+    /// Rounds of the interleaved JSON-RPC comparison.
+    pub interleaved_rpc_rounds: u64,
+    /// JSON-RPC calls/s of the goal's servers taken in alternation.
+    pub interleaved_rpc: Vec<InterleavedRpcRow>,
+}
+
+/// One server's JSON-RPC calls/s under one load in the interleaved
+/// comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct InterleavedRpcRow {
+    /// Mechanism name.
+    pub name: String,
+    /// Connections.
+    pub connections: usize,
+    /// Requests in flight on each connection.
+    pub in_flight: usize,
+    /// Calls per second in each round, in round order (`None`: it failed).
+    pub rounds: Vec<Option<f64>>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+impl InterleavedRpcRow {
+    /// Median calls/s over the rounds that succeeded.
+    pub fn median(&self) -> Option<f64> {
+        median(self.rounds.iter().flatten().copied().collect())
+    }
+}
+
+/// The JSON-RPC servers the interleaved comparison alternates: ours first,
+/// then the peers.
+pub const RPC_GOAL: &[&str] = &["ipc-jsonrpc", "jsonrpc-ipc-server", "jsonrpsee-http"];
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
 }
 
 /// One mechanism's round trips in the interleaved comparison.
@@ -736,6 +780,9 @@ impl Run {
     }
 
     fn rpc_goals(&self) -> Vec<String> {
+        if self.interleaved_rpc.iter().any(|r| r.name == RPC_GOAL[0]) {
+            return self.interleaved_rpc_goals();
+        }
         let mut out = Vec::new();
         let Some(ours) = self.mech("ipc-jsonrpc") else {
             return out;
@@ -770,6 +817,104 @@ impl Run {
             }
         }
         out
+    }
+
+    /// The JSON-RPC goal judged on the interleaved rounds: in each round,
+    /// ours against the best peer of that round; the median of those ratios.
+    fn interleaved_rpc_goals(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for r in self
+            .interleaved_rpc
+            .iter()
+            .filter(|r| r.name == RPC_GOAL[0])
+        {
+            let peers: Vec<&InterleavedRpcRow> = self
+                .interleaved_rpc
+                .iter()
+                .filter(|p| {
+                    p.name != r.name && p.connections == r.connections && p.in_flight == r.in_flight
+                })
+                .collect();
+            let ratios: Vec<f64> = r
+                .rounds
+                .iter()
+                .enumerate()
+                .filter_map(|(i, ours)| {
+                    let best = peers
+                        .iter()
+                        .filter_map(|p| p.rounds.get(i).copied().flatten())
+                        .max_by(f64::total_cmp)?;
+                    Some(ours.as_ref()? / best)
+                })
+                .collect();
+            let (lo, hi) = ratios.iter().fold((f64::INFINITY, 0f64), |(lo, hi), x| {
+                (lo.min(*x), hi.max(*x))
+            });
+            let best_peer = peers
+                .iter()
+                .filter_map(|p| p.median().map(|m| (p.name.as_str(), m)))
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            match (median(ratios.clone()), r.median(), best_peer) {
+                (Some(x), Some(c), Some((peer, v))) => out.push(format!(
+                    "{}: ipc-jsonrpc {}x{} {} calls/s vs best peer {peer} {} (medians of {} \
+                     interleaved rounds); ratio per round median {x:.2}x (from {lo:.2}x to \
+                     {hi:.2}x); goal >= 1.5x",
+                    if x >= 1.5 { "MET" } else { "MISSED" },
+                    r.connections,
+                    r.in_flight,
+                    fmt_rate(c),
+                    fmt_rate(v),
+                    ratios.len(),
+                )),
+                _ => out.push(format!(
+                    "NOT JUDGED: no round with both ipc-jsonrpc and a peer at {}x{}",
+                    r.connections, r.in_flight
+                )),
+            }
+        }
+        out
+    }
+
+    fn interleaved_rpc_table(&self) -> Table {
+        let mut t = Table::new(&[
+            "mechanism",
+            "conns",
+            "in flight",
+            "median calls/s",
+            "x ours",
+            "min",
+            "max",
+            "rounds",
+        ]);
+        for r in &self.interleaved_rpc {
+            let mut cells = vec![
+                r.name.clone(),
+                r.connections.to_string(),
+                r.in_flight.to_string(),
+            ];
+            match r.median() {
+                Some(m) => {
+                    let ours = self
+                        .interleaved_rpc
+                        .iter()
+                        .find(|x| {
+                            x.name == RPC_GOAL[0]
+                                && x.connections == r.connections
+                                && x.in_flight == r.in_flight
+                        })
+                        .and_then(InterleavedRpcRow::median);
+                    let ok: Vec<f64> = r.rounds.iter().flatten().copied().collect();
+                    cells.push(fmt_rate(m));
+                    cells.push(fmt_ratio(ratio(m, ours)));
+                    cells.push(fmt_rate(ok.iter().copied().fold(f64::INFINITY, f64::min)));
+                    cells.push(fmt_rate(ok.iter().copied().fold(0.0, f64::max)));
+                    cells.push(ok.len().to_string());
+                }
+                None => cells.push(short_err(r.error.as_deref().unwrap_or("no result"))),
+            }
+            t.row(cells);
+        }
+        t
     }
 
     fn failures(&self) -> Vec<String> {
@@ -857,6 +1002,13 @@ impl Run {
                 self.paced_table(),
             ),
             ("JSON-RPC calls".to_owned(), self.rpc_table()),
+            (
+                format!(
+                    "JSON-RPC calls, servers interleaved in {} rounds (the goal uses these)",
+                    self.interleaved_rpc_rounds
+                ),
+                self.interleaved_rpc_table(),
+            ),
         ]
     }
 
@@ -938,6 +1090,23 @@ impl Run {
                 .join(" and "),
             s.runtime
         );
+        if !self.interleaved_rpc.is_empty() {
+            let mut names: Vec<&str> = Vec::new();
+            for r in &self.interleaved_rpc {
+                if !names.contains(&r.name.as_str()) {
+                    names.push(&r.name);
+                }
+            }
+            let _ = writeln!(
+                out,
+                "- Interleaved JSON-RPC: the goal's servers ({}) all stay up while each load runs \
+                 in {} rounds, every server in turn in a rotated order; the goal is judged on the \
+                 ratio of ours to the best peer within each round (the median over rounds), the \
+                 table beside it gives each server's median calls/s and range.\n",
+                names.join(", "),
+                self.interleaved_rpc_rounds
+            );
+        }
         let _ = writeln!(out, "## Mechanisms\n");
         let _ = writeln!(
             out,
@@ -1006,6 +1175,77 @@ mod tests {
         assert_eq!(fmt_size(65536), "64KiB");
         assert_eq!(fmt_size(1 << 20), "1MiB");
         assert_eq!(fmt_rate(100_000.0), "100.0k");
+    }
+
+    #[test]
+    fn the_rpc_goal_takes_the_median_of_per_round_ratios() {
+        let row = |name: &str, rounds: &[Option<f64>]| InterleavedRpcRow {
+            name: name.to_owned(),
+            connections: 1,
+            in_flight: 16,
+            rounds: rounds.to_vec(),
+            error: None,
+        };
+        let run = |rows: Vec<InterleavedRpcRow>| Run {
+            tool: "ipc-bench",
+            started_unix: 0,
+            started: String::new(),
+            command: String::new(),
+            machine: crate::sys::Machine {
+                cpu: String::new(),
+                cpus: 2,
+                os: String::new(),
+                arch: String::new(),
+                host: String::new(),
+                load: [None, None],
+            },
+            settings: Settings {
+                quick: true,
+                sizes: Vec::new(),
+                round_trips: Vec::new(),
+                duration_s: 0.2,
+                latency_cap_s: 1.0,
+                rates: Vec::new(),
+                runtime: String::new(),
+            },
+            mechanisms: Vec::new(),
+            not_built: Vec::new(),
+            interleaved_size: 64,
+            interleaved_rounds: 0,
+            interleaved: Vec::new(),
+            interleaved_rpc_rounds: 3,
+            interleaved_rpc: rows,
+        };
+        // Round by round ours / best peer: 300/150 = 2.0, 100/120 = 0.83,
+        // 320/200 = 1.6 (the second peer failed its last round): median 1.6.
+        let met = run(vec![
+            row("ipc-jsonrpc", &[Some(300.0), Some(100.0), Some(320.0)]),
+            row(
+                "jsonrpc-ipc-server",
+                &[Some(150.0), Some(120.0), Some(200.0)],
+            ),
+            row("jsonrpsee-http", &[Some(50.0), Some(60.0), None]),
+        ]);
+        let lines = met.rpc_goals();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with("MET: ipc-jsonrpc 1x16"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[0].contains("median 1.60x"), "{}", lines[0]);
+        assert!(lines[0].contains("from 0.83x to 2.00x"), "{}", lines[0]);
+
+        let missed = run(vec![
+            row("ipc-jsonrpc", &[Some(100.0), Some(100.0), Some(100.0)]),
+            row("jsonrpc-ipc-server", &[Some(90.0), Some(50.0), Some(80.0)]),
+        ]);
+        let lines = missed.rpc_goals();
+        assert!(lines[0].starts_with("MISSED:"), "{}", lines[0]);
+        assert!(lines[0].contains("median 1.25x"), "{}", lines[0]);
+
+        assert_eq!(median(vec![3.0, 1.0, 2.0, 10.0]), Some(2.5));
+        assert_eq!(median(Vec::new()), None);
     }
 
     #[test]

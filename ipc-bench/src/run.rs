@@ -562,3 +562,101 @@ pub fn interleaved(
     rows.sort_by_key(|r| mechs.iter().position(|m| m.name == r.name));
     rows
 }
+
+/// JSON-RPC calls/s of `mechs` under each load, taken in `rounds` rounds,
+/// each round running every server for the load's duration in a rotated
+/// order, so disturbance from other work falls on all of them alike. Every
+/// server stays up (and its session connected) for the whole comparison.
+pub fn interleaved_rpc(
+    mechs: &[Mechanism],
+    loads: &[RpcLoad],
+    rounds: u64,
+    dir: &Path,
+    bar: &ProgressBar,
+) -> Vec<crate::results::InterleavedRpcRow> {
+    use crate::results::InterleavedRpcRow;
+    let mut live: Vec<(Mechanism, Option<Server>, Box<dyn Session>)> = Vec::new();
+    let mut failed: Vec<(Mechanism, String)> = Vec::new();
+    for m in mechs {
+        let endpoint = dir.join(format!("{}.rpc-paired.ep", m.name));
+        let started = spawn(m, &endpoint).and_then(|(server, ctx)| match (m.connect)(ctx) {
+            Ok(s) => Ok((server, s)),
+            Err(e) => {
+                server.stop();
+                Err(e)
+            }
+        });
+        match started {
+            Ok((server, session)) => live.push((*m, Some(server), session)),
+            Err(e) => failed.push((*m, format!("{e:#}"))),
+        }
+    }
+    let mut rows: Vec<InterleavedRpcRow> = Vec::new();
+    for load in loads {
+        for (m, e) in &failed {
+            rows.push(InterleavedRpcRow {
+                name: m.name.to_owned(),
+                connections: load.connections,
+                in_flight: load.in_flight,
+                rounds: Vec::new(),
+                error: Some(e.clone()),
+            });
+        }
+        let first = rows.len();
+        for (m, _, _) in &live {
+            rows.push(InterleavedRpcRow {
+                name: m.name.to_owned(),
+                connections: load.connections,
+                in_flight: load.in_flight,
+                rounds: Vec::new(),
+                error: None,
+            });
+        }
+        for round in 0..rounds {
+            bar.set_message(format!(
+                "interleaved rpc {}x{} round {}",
+                load.connections,
+                load.in_flight,
+                round + 1
+            ));
+            for k in 0..live.len() {
+                let i = (k + round as usize) % live.len();
+                let row = &mut rows[first + i];
+                if row.error.is_some() {
+                    row.rounds.push(None);
+                    continue;
+                }
+                let (_, server, session) = &mut live[i];
+                let _wd =
+                    Watchdog::arm(server.as_ref().map(Server::pid), load.duration + TEST_GRACE);
+                match session.rpc(*load) {
+                    Ok(o) => row
+                        .rounds
+                        .push(Some(o.calls as f64 / o.elapsed.as_secs_f64())),
+                    Err(e) => {
+                        row.rounds.push(None);
+                        row.error = Some(e.to_string());
+                    }
+                }
+            }
+            bar.inc(1);
+        }
+    }
+    for (_, server, mut session) in live {
+        let _ = session.close();
+        drop(session);
+        if let Some(s) = server {
+            s.stop();
+        }
+    }
+    // Ours first, then the peers, load by load.
+    rows.sort_by_key(|r| {
+        (
+            loads
+                .iter()
+                .position(|l| l.connections == r.connections && l.in_flight == r.in_flight),
+            mechs.iter().position(|m| m.name == r.name),
+        )
+    });
+    rows
+}
