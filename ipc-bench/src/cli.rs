@@ -260,11 +260,12 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
         .iter()
         .filter_map(|name| chosen.iter().find(|m| m.name == *name).copied())
         .collect();
-    let rpc_paired = if rpc_paired.len() >= 2 && rpc_paired[0].name == results::RPC_GOAL[0] {
-        rpc_paired
-    } else {
-        Vec::new()
-    };
+    let rpc_paired =
+        if rpc_paired.len() >= 2 && rpc_paired.iter().any(|m| m.group == mech::Group::Ours) {
+            rpc_paired
+        } else {
+            Vec::new()
+        };
     let rpc_rounds: u64 = if cli.quick { 3 } else { 5 };
     let rpc_paired_steps = if rpc_paired.is_empty() {
         0

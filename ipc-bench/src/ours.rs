@@ -64,6 +64,18 @@ pub fn mechanisms() -> Vec<Mechanism> {
             connect: |ctx| jsonrpc_session(ctx.endpoint, Framing::JsonStream),
         },
     ]);
+    #[cfg(unix)]
+    v.push(Mechanism {
+        name: "ipc-jsonrpc-busypoll",
+        group: Group::Ours,
+        baseline: "ipc-jsonrpc",
+        about: "as ipc-jsonrpc, the server's connections busy-polling \
+                (ipc_unix::BindOptions::busy_poll, adaptive, 50 us budget); the client as for \
+                every server",
+        server: ServerKind::Child,
+        serve: serve_jsonrpc_busypoll,
+        connect: |ctx| jsonrpc_session(ctx.endpoint, Framing::LengthDelimited),
+    });
     v
 }
 
@@ -107,12 +119,31 @@ fn serve_jsonrpc(ctx: &ServeCtx) -> anyhow::Result<()> {
     let rt = rpc::server_runtime()?;
     rt.block_on(async {
         let listener = sys::bind_local(&ctx.endpoint)?;
-        let handle = ipc_core::Server::builder()
-            .max_in_flight(rpc::MAX_IN_FLIGHT)
-            .build()
-            .serve(listener, rpc::router());
-        ctx.ready("")?;
-        handle.stopped().await;
-        Ok(())
+        serve_router(ctx, listener).await
+    })
+}
+
+async fn serve_router<L: ipc_core::Listener>(ctx: &ServeCtx, listener: L) -> anyhow::Result<()> {
+    let handle = ipc_core::Server::builder()
+        .max_in_flight(rpc::MAX_IN_FLIGHT)
+        .build()
+        .serve(listener, rpc::router());
+    ctx.ready("")?;
+    handle.stopped().await;
+    Ok(())
+}
+
+/// Busy-poll budget of `ipc-jsonrpc-busypoll`'s server.
+#[cfg(unix)]
+const BUSY_POLL: std::time::Duration = std::time::Duration::from_micros(50);
+
+#[cfg(unix)]
+fn serve_jsonrpc_busypoll(ctx: &ServeCtx) -> anyhow::Result<()> {
+    let rt = rpc::server_runtime()?;
+    rt.block_on(async {
+        let opts = ipc_unix::BindOptions::new().busy_poll(BUSY_POLL);
+        let address = Address::Unix(ctx.endpoint.clone());
+        let listener = ipc_unix::UnixListener::bind_with(&address, &opts)?;
+        serve_router(ctx, listener).await
     })
 }
