@@ -64,14 +64,11 @@ impl InterleavedRpcRow {
     }
 }
 
-/// The JSON-RPC servers the interleaved comparison alternates: ours first
-/// (default settings, then with busy polling), then the peers.
-pub const RPC_GOAL: &[&str] = &[
-    "ipc-jsonrpc",
-    "ipc-jsonrpc-busypoll",
-    "jsonrpc-ipc-server",
-    "jsonrpsee-http",
-];
+/// The JSON-RPC servers the interleaved comparison alternates: ours first,
+/// then the peers. (`ipc-jsonrpc-busypoll` is in the main table only: on a
+/// two-worker runtime a worker spinning in a read holds back the others
+/// and the client, and it lost to default settings in every run here.)
+pub const RPC_GOAL: &[&str] = &["ipc-jsonrpc", "jsonrpc-ipc-server", "jsonrpsee-http"];
 
 /// Our servers in [`RPC_GOAL`]; the others are peers.
 const RPC_GOAL_OURS: &[&str] = &["ipc-jsonrpc", "ipc-jsonrpc-busypoll"];
