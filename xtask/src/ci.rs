@@ -5,7 +5,9 @@
 //! integration tests; cargo-nextest when installed), `doc` (doc tests),
 //! `bench` (`cargo xtask bench --quick`, a smoke test; figures not judged),
 //! `miri` (the decoder and parser unit tests under Miri, when the nightly
-//! miri component is installed), `fuzz` (a short pass of every fuzz target,
+//! miri component is installed), `miri-shm` (the shared-memory ring's unit
+//! tests under Miri), `loom` (the ring's loom model, Linux), `fuzz` (a short
+//! pass of every fuzz target,
 //! Linux with a nightly toolchain), `cross` (the cross-target script, Linux
 //! only). Every step runs even when an earlier one failed (unless
 //! `--fail-fast`), so one run reports all problems.
@@ -183,7 +185,7 @@ fn summary(steps: &[Step], total: Duration) -> String {
 
 /// The steps, in order.
 const STEPS: &[&str] = &[
-    "setup", "fmt", "clippy", "test", "doc", "bench", "miri", "fuzz", "cross",
+    "setup", "fmt", "clippy", "test", "doc", "bench", "miri", "miri-shm", "loom", "fuzz", "cross",
 ];
 
 /// What the build needs from the system on Linux: libclang, for the
@@ -261,11 +263,28 @@ fn step(name: &'static str, flags: &Flags, nextest: bool) -> Step {
             cmd.args(["bench", "--quick"]).current_dir(project_root());
             run_step(name, cmd)
         }
-        "miri" | "fuzz" if flags.quick => skipped(name, "--quick"),
+        "miri" | "miri-shm" | "loom" | "fuzz" if flags.quick => skipped(name, "--quick"),
         "miri" => match fuzz::miri_command() {
             Ok(cmd) => run_step(name, cmd),
             Err(why) => skipped(name, why),
         },
+        "miri-shm" => match fuzz::miri_shm_command() {
+            Ok(cmd) => run_step(name, cmd),
+            Err(why) => skipped(name, why),
+        },
+        "loom" if std::env::consts::OS != "linux" => {
+            skipped(name, "the ring's loom model runs in the Linux job")
+        }
+        // The model of the ring's SPSC protocol and its doorbells; its own
+        // target directory, since `--cfg loom` rebuilds everything.
+        "loom" => {
+            let mut cmd = cargo_cmd(&["test", "-p", "ipc-shm", "--lib", "--release", "loom"]);
+            cmd.env("RUSTFLAGS", "--cfg loom").env(
+                "CARGO_TARGET_DIR",
+                project_root().join("target").join("loom"),
+            );
+            run_step(name, cmd)
+        }
         "fuzz" => match fuzz::ci_fuzz_command() {
             Ok(cmd) => run_step(name, cmd),
             Err(why) => skipped(name, why),

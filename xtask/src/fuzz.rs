@@ -387,6 +387,24 @@ pub fn ci_fuzz_command() -> Result<Command, String> {
 /// `cargo +nightly miri test -p ipc-core --lib <decoder and parser tests>`,
 /// or why it is skipped (no nightly toolchain, or no miri component).
 pub fn miri_command() -> Result<Command, String> {
+    miri_available()?;
+    let mut cmd = nightly_cargo();
+    cmd.args(["miri", "test", "-p", "ipc-core", "--lib", "--"])
+        .args(MIRI_FILTERS);
+    Ok(cmd)
+}
+
+/// `cargo +nightly miri test -p ipc-shm --lib`: the shared-memory ring's
+/// unsafe code on a heap buffer, including a peer writing garbage, or why
+/// it is skipped.
+pub fn miri_shm_command() -> Result<Command, String> {
+    miri_available()?;
+    let mut cmd = nightly_cargo();
+    cmd.args(["miri", "test", "-p", "ipc-shm", "--lib"]);
+    Ok(cmd)
+}
+
+fn miri_available() -> Result<(), String> {
     if let Some(why) = nightly_missing() {
         return Err(why);
     }
@@ -397,10 +415,7 @@ pub fn miri_command() -> Result<Command, String> {
             "the miri component is not installed (rustup +nightly component add miri)".to_owned(),
         );
     }
-    let mut cmd = nightly_cargo();
-    cmd.args(["miri", "test", "-p", "ipc-core", "--lib", "--"])
-        .args(MIRI_FILTERS);
-    Ok(cmd)
+    Ok(())
 }
 
 fn run_miri(args: &[String]) -> anyhow::Result<()> {
