@@ -191,10 +191,12 @@ mod bootstrap {
         });
     }
 
-    /// Waits (at most a second) until no instance of the pipe exists: a
+    /// Waits (at most five seconds) until no instance of the pipe exists: a
     /// closed instance's handle is released only once the runtime has seen
     /// its pending connect cancelled, and a client must not reach it after
-    /// `close` returns.
+    /// `close` returns. The bound is in time, not in checks: a check returns
+    /// at once while an instance is still listening, and on a loaded machine
+    /// the release can take a while.
     async fn pipe_gone(pipe_addr: &Address) {
         use windows_sys::Win32::Foundation::{GetLastError, ERROR_FILE_NOT_FOUND};
         use windows_sys::Win32::System::Pipes::WaitNamedPipeW;
@@ -202,7 +204,8 @@ mod bootstrap {
             return;
         };
         let wide: Vec<u16> = path.encode_utf16().chain(Some(0)).collect();
-        for _ in 0..1000 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
             // SAFETY: `wide` is a NUL-terminated UTF-16 string that outlives
             // the call; GetLastError reads this thread's last error.
             let gone = unsafe {
@@ -211,7 +214,11 @@ mod bootstrap {
             if gone {
                 return;
             }
-            tokio::task::yield_now().await;
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(pipe = %path, "the pipe still has instances 5 s after closing");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
