@@ -35,21 +35,25 @@ fn fifo_has_the_exact_mode_and_is_removed_on_drop() {
     assert!(dir_entries(dir.path()).is_empty());
 }
 
+/// Child side of the cross-process tests: opens the FIFO at `path` for
+/// writing and writes `lines` lines "`prefix` i".
+async fn write_lines(path: &str, prefix: &str, lines: usize) {
+    let mut w = FifoWriter::open(path).unwrap();
+    for i in 0..lines {
+        w.write_all(format!("{prefix} {i}\n").as_bytes())
+            .await
+            .unwrap();
+    }
+    w.flush().await.unwrap();
+}
+
 #[test]
 fn lines_from_another_process_arrive_in_order_then_end() {
     const TEST: &str = "lines_from_another_process_arrive_in_order_then_end";
     const LINES: usize = 500;
     let rt = tokio::runtime::Runtime::new().unwrap();
-    if let Some((_, path)) = child_role() {
-        rt.block_on(async {
-            let mut w = FifoWriter::open(&path).unwrap();
-            for i in 0..LINES {
-                w.write_all(format!("event {i}\n").as_bytes())
-                    .await
-                    .unwrap();
-            }
-            w.flush().await.unwrap();
-        });
+    if let Some((role, path)) = child_role() {
+        rt.block_on(write_lines(&path, &role, LINES));
         return;
     }
     rt.block_on(async {
@@ -57,7 +61,7 @@ fn lines_from_another_process_arrive_in_order_then_end() {
         let path = dir.path().join("events.fifo");
         let f = fifo::create(&path, 0o600).unwrap();
         let reader = f.open_reader().unwrap();
-        let mut child = spawn_self(TEST, "writer", path.to_str().unwrap(), None);
+        let mut child = spawn_self(TEST, "event", path.to_str().unwrap(), None);
         let mut lines = BufReader::new(reader).lines();
         let mut got = Vec::new();
         while let Some(line) = within("next line", lines.next_line()).await.unwrap() {
@@ -75,15 +79,7 @@ fn a_persistent_reader_outlives_writers_that_come_and_go() {
     const LINES: usize = 200;
     let rt = tokio::runtime::Runtime::new().unwrap();
     if let Some((role, path)) = child_role() {
-        rt.block_on(async {
-            let mut w = FifoWriter::open(&path).unwrap();
-            for i in 0..LINES {
-                w.write_all(format!("{role} {i}\n").as_bytes())
-                    .await
-                    .unwrap();
-            }
-            w.flush().await.unwrap();
-        });
+        rt.block_on(write_lines(&path, &role, LINES));
         return;
     }
     rt.block_on(async {
