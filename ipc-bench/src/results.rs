@@ -71,7 +71,7 @@ impl InterleavedRpcRow {
 pub const RPC_GOAL: &[&str] = &["ipc-jsonrpc", "jsonrpc-ipc-server", "jsonrpsee-http"];
 
 /// Our servers in [`RPC_GOAL`]; the others are peers.
-const RPC_GOAL_OURS: &[&str] = &["ipc-jsonrpc", "ipc-jsonrpc-busypoll"];
+const RPC_GOAL_OURS: &[&str] = &["ipc-jsonrpc"];
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
