@@ -135,10 +135,10 @@ impl SpinMap {
     }
 
     fn map(f: &File) -> anyhow::Result<SpinMap> {
-        // SAFETY: the file is private to this benchmark (created with
-        // create_new in a directory only this user can enter) and never
-        // truncated while mapped; all concurrent access to the shared bytes
-        // goes through atomics or is ordered by them (see SpinChannel).
+        // The file is private to this benchmark (create_new in a directory only
+        // this user can enter); shared bytes are reached through atomics or in
+        // an order they set (see SpinChannel).
+        // SAFETY: the file is never truncated while mapped (see above).
         let mut map = unsafe { MmapMut::map_mut(f)? };
         let base = map.as_mut_ptr();
         Ok(SpinMap { _map: map, base })

@@ -22,10 +22,10 @@ pub struct Region {
     _backing: Box<dyn Backing>,
 }
 
-// SAFETY: the region is plain memory plus atomics; the pointers stay valid
-// for the life of the region whichever thread holds it, and every access
-// through them follows the ring protocol (atomics for shared counters,
-// byte copies into areas the protocol hands to one side at a time).
+// Every access through the region's pointers follows the ring protocol:
+// atomics for shared counters, byte copies into areas it hands to one side.
+// SAFETY: plain memory plus atomics; the pointers stay valid for the life
+// of the region whichever thread holds it.
 unsafe impl Send for Region {}
 // SAFETY: as above; `&Region` only gives out `&Control` (atomics) and raw
 // data pointers whose use is governed by the ring protocol.

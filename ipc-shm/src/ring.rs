@@ -586,11 +586,10 @@ impl Consumer {
     #[inline]
     pub(crate) unsafe fn payload(&self, rec: &Record, from: usize, n: usize) -> &[u8] {
         debug_assert!(from + n <= rec.len);
-        // SAFETY: peek checked that rec.off + rec.len lies inside the data
-        // area and within the published, unreleased bytes, which the producer
-        // does not touch until we release them (caller's contract). A producer
-        // that breaks the protocol can change the bytes under us; they are
-        // opaque payload to us, never lengths or indices.
+        // A producer that breaks the protocol can change these bytes under us;
+        // they are opaque payload, never lengths or indices.
+        // SAFETY: peek checked rec.off + rec.len is inside the data area and in
+        // published, unreleased bytes the producer leaves alone until release.
         unsafe { std::slice::from_raw_parts(self.ring.data.add(rec.off + from), n) }
     }
 

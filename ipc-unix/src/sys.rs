@@ -191,11 +191,10 @@ pub(crate) fn mkfifo_at(dir: impl AsFd, name: &Path, mode: u32) -> io::Result<()
         use std::os::unix::ffi::OsStrExt;
         let name = CString::new(name.as_os_str().as_bytes())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))?;
-        // SAFETY: `dir` is a valid open descriptor for the duration of the call
-        // (borrowed through `AsFd`), and `name` is a NUL-terminated string that
-        // outlives the call; mkfifoat reads nothing else.
-        let rc =
-            unsafe { libc::mkfifoat(dir.as_fd().as_raw_fd(), name.as_ptr(), mode as libc::mode_t) };
+        let (fd, mode) = (dir.as_fd().as_raw_fd(), mode as libc::mode_t);
+        // SAFETY: `fd` is open for the call (borrowed through `AsFd`) and
+        // `name` is NUL-terminated and outlives it; nothing else is read.
+        let rc = unsafe { libc::mkfifoat(fd, name.as_ptr(), mode) };
         if rc == 0 {
             Ok(())
         } else {

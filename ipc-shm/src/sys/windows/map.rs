@@ -95,10 +95,9 @@ pub(crate) fn create(capacity: usize) -> Result<(Arc<Region>, OwnedHandle)> {
     let section = unsafe { OwnedHandle::from_raw_handle(h) };
     let view = map_view(&section, len).map_err(|e| Error::io("mapping the shared region", e))?;
     let base = view.ptr;
-    // SAFETY: the view is len = region_len(capacity) bytes, aligned to the
-    // allocation granularity (hence to DATA_OFFSET), zero-filled by the
-    // system, readable and writable, and owned by the Region's backing;
-    // capacity was checked.
+    // The view is zero-filled by the system; capacity was checked.
+    // SAFETY: the view is region_len(capacity) read/write bytes, aligned to
+    // the allocation granularity (so to DATA_OFFSET), owned by the backing.
     let region = unsafe { Region::from_raw(base, capacity, Box::new(view)) };
     region.ctl().init(capacity);
     Ok((Arc::new(region), section))
