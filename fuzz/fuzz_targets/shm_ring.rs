@@ -9,7 +9,10 @@
 //! Input: byte 0 chooses which shared words are overwritten (bit 0: the
 //! ring's head, else a head that covers the data written; bit 1: the ring's
 //! tail; bit 2: the client's closed flag), bytes 1-24 are those words, the
-//! rest is written at the start of the ring's data area.
+//! rest is written at the start of the ring's data area. The reader takes a
+//! record by its header word alone (the first 8 bytes of a slot), so the
+//! bytes there are read as records whatever the head says; the head matters
+//! when the word at the reader's tail is zero.
 #![no_main]
 
 #[cfg(target_os = "linux")]

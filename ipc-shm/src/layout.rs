@@ -35,7 +35,7 @@ pub const DEFAULT_RING_CAPACITY: usize = 1 << 20;
 pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCSHM\0\x01");
 
 /// Version of the layout and record format.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Pads a value to its own cache line.
 #[repr(C, align(128))]

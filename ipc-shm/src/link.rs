@@ -66,15 +66,19 @@ impl Link {
         self.hung_up.load(Ordering::Relaxed) || self.bells.peer_gone()
     }
 
-    /// Calls `ready(gone)` until it returns a value: first at once, then
-    /// spinning for the policy's spin time, then sleeping on the doorbell
-    /// between calls. `gone` tells `ready` that the peer has died, so it
-    /// can return what is left and then an error.
+    /// Calls `ready(gone, quick)` until it returns a value: first at once,
+    /// then spinning for the policy's spin time, then sleeping on the
+    /// doorbell between calls. `gone` tells `ready` that the peer has died,
+    /// so it can return what is left and then an error. `quick` is set for
+    /// the first call and the spinning ones, where `ready` may look only at
+    /// what is cheapest to watch; the call after announcing a sleep (the
+    /// re-check of the bell protocol) has it clear and must look at
+    /// everything that could end the wait.
     pub(crate) fn wait_until<T>(
         &self,
-        mut ready: impl FnMut(bool) -> Result<Option<T>>,
+        mut ready: impl FnMut(bool, bool) -> Result<Option<T>>,
     ) -> Result<T> {
-        if let Some(v) = ready(self.gone())? {
+        if let Some(v) = ready(self.gone(), true)? {
             return Ok(v);
         }
         if cfg!(loom) {
@@ -83,7 +87,7 @@ impl Link {
             let start = Instant::now();
             let mut n = 0u32;
             loop {
-                if let Some(v) = ready(false)? {
+                if let Some(v) = ready(false, true)? {
                     return Ok(v);
                 }
                 spin_hint();
@@ -97,7 +101,7 @@ impl Link {
         loop {
             let seq = self.bells.prepare_sleep(how);
             let gone = self.gone();
-            if let Some(v) = ready(gone)? {
+            if let Some(v) = ready(gone, false)? {
                 return Ok(v);
             }
             if gone {

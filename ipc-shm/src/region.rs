@@ -20,6 +20,11 @@ pub struct Region {
     data: NonNull<u8>,
     capacity: usize,
     _backing: Box<dyn Backing>,
+    /// The record header words of both rings, one per 16-byte slot (loom's
+    /// atomics cannot live in the data area, so the model keeps them here;
+    /// see [`Region::loom_word`]).
+    #[cfg(loom)]
+    words: Vec<crate::sync::AtomicU64>,
 }
 
 // Every access through the region's pointers follows the ring protocol:
@@ -62,6 +67,8 @@ impl Region {
             data: unsafe { base.add(DATA_OFFSET) },
             capacity,
             _backing: backing,
+            #[cfg(loom)]
+            words: Vec::new(),
         }
     }
 
@@ -95,6 +102,9 @@ impl Region {
             data: data.ptr,
             capacity,
             _backing: Box::new(LoomBacking(ctl, data)),
+            words: (0..2 * capacity / crate::ring::HDR)
+                .map(|_| crate::sync::AtomicU64::new(0))
+                .collect(),
         };
         region.ctl().init(capacity);
         region
@@ -111,6 +121,13 @@ impl Region {
         debug_assert!(i < 2);
         // SAFETY: i < 2, so the offset is within the 2 * capacity data bytes.
         unsafe { self.data.as_ptr().add(i * self.capacity) }
+    }
+
+    /// The header word of the record slot at offset `off` (a multiple of
+    /// 16) of ring `i`'s data area, as the loom model keeps it.
+    #[cfg(loom)]
+    pub(crate) fn loom_word(&self, i: usize, off: usize) -> &crate::sync::AtomicU64 {
+        &self.words[(i * self.capacity + off) / crate::ring::HDR]
     }
 
     /// Bytes per ring.

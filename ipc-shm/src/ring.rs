@@ -2,18 +2,85 @@
 //!
 //! The producer owns `head`, the consumer owns `tail`; each keeps its own
 //! copy and never trusts the value in shared memory for its own counter. A
-//! record is a 16-byte header (`kind: u32`, `len: u32`, `total: u64`, little
-//! endian) followed by `len` bytes padded to 16. A record never wraps: when
-//! it does not fit before the end of the data area, the producer fills the
-//! rest with a `PAD` record and starts again at offset 0, so a whole message
-//! is one contiguous slice that the reader can borrow without copying.
-//! Messages larger than half the ring travel as a `FIRST` record (carrying
-//! the total length), `MIDDLE` records and a `LAST` record.
+//! record is a 16-byte header followed by `len` bytes padded to 16. The
+//! header's first 8 bytes are one atomic word, `kind | len << 32` (as bytes:
+//! `kind: u32`, `len: u32`, little endian); the next 8 are `total: u64`. A
+//! record never wraps: when it does not fit before the end of the data
+//! area, the producer fills the rest with a `PAD` record and starts again
+//! at offset 0, so a whole message is one contiguous slice that the reader
+//! can borrow without copying. Messages larger than half the ring travel as
+//! a `FIRST` record (carrying the total length), `MIDDLE` records and a
+//! `LAST` record.
 //!
-//! Everything read from shared memory is checked before use: the peer's
-//! counter must move forward and stay within one ring of ours, a record's
-//! kind must be known and its length must fit in the published bytes and in
-//! the data area. A violation is [`Error::Corrupt`].
+//! # Publishing: the header word
+//!
+//! The producer writes a record's payload and `total`, then stores its
+//! header word with `Release`. The reader loads the word at its tail with
+//! `Acquire`: a non-zero word is the record's publication, zero means
+//! "nothing here yet". A waiting reader therefore spins on the line that
+//! will carry the record itself (all of a small message's header and the
+//! start of its payload), and a message costs it one cache-line transfer
+//! rather than the head's line followed by the record's.
+//!
+//! Stale bytes must never pass for a record: the slot at the tail may hold
+//! the header or payload of an earlier lap, and payload is any bytes at all
+//! (possibly chosen by a third party whose data a user forwards), so a
+//! forged header there would inject a message. The producer prevents it:
+//! before it stores the word of a record at position `p` that takes `a`
+//! bytes (padding included), it stores zero into the word at `p + a`, the
+//! next record's slot (offset 0 of the next lap when the record or padding
+//! reaches the end of the area). A reader that has acquired the word at `p`
+//! happens-after that zero store, so its later load at `p + a` returns the
+//! zero or a store after it in the word's modification order (the next
+//! record's word), never anything written there before (write-read
+//! coherence). The first slot, position 0, is zero in a fresh region (a new
+//! memfd, shared-memory object, pagefile section or heap buffer is all
+//! zeroes), so by induction every non-zero word the reader takes is the
+//! word of the record the producer wrote at that position. The zero store
+//! needs the slot to be free: the producer writes a record only when the
+//! ring has one header's worth of free space beyond it
+//! (`p + a + 16 <= tail + capacity`).
+//!
+//! The producer still stores `head` (`Release`) after its records. It is
+//! what the general path reads when the word at the tail is zero (the async
+//! API's readiness, the re-check before sleeping) and what the consumer
+//! checks records against; it may lag behind the words (a record is visible
+//! as soon as its word is stored), so the consumer's tail may be ahead of
+//! the head last stored. The blocking API's fast path and its spinning read
+//! the word only.
+//!
+//! # Memory model
+//!
+//! The same bytes are a header word (accessed atomically) in one lap and
+//! payload or `total` (copied plainly) in another; every such pair of
+//! accesses is ordered by happens-before, so none races:
+//! - the producer's plain writes and its atomic stores are sequenced in
+//!   one thread;
+//! - the consumer's loads of a word, and its plain reads of the record's
+//!   payload and `total`, happen after the producer's plain writes of those
+//!   bytes in earlier laps (the `Acquire` load of the record's word or of
+//!   the word before it, which follow those writes in the producer);
+//! - the producer writes bytes, plainly or atomically (the zero store),
+//!   only below the tail plus the capacity, after an `Acquire` load of that
+//!   tail, which the consumer stored (`Release`) after its last access to
+//!   them.
+//!
+//! The producer also zeroes a record's padding, so its plain writes cover
+//! whole header words of earlier laps (and no stale bytes travel on).
+//!
+//! # Checks
+//!
+//! Everything read from shared memory is checked before use. A header
+//! word's kind must be known; its length must keep the record inside the
+//! data area without wrapping (`16 + pad16(len) <= capacity - offset`) and
+//! a data record within half the ring; padding must reach exactly the end
+//! of the area; pieces must come in sequence and add up to the total. The
+//! head must move forward, stay within one ring of the tail and on the
+//! 16-byte grid; a head past the tail with no word at the tail is corrupt,
+//! and while the head last read is past the tail a record must end at or
+//! before it. The producer checks the consumer's tail the same way: it must
+//! move forward, on the grid, and not beyond the records written. A
+//! violation is [`Error::Corrupt`].
 
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -22,10 +89,13 @@ use ipc_core::{Error, Result};
 
 use crate::layout::RingCtl;
 use crate::region::Region;
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
 
 /// Size of a record header.
 pub(crate) const HDR: usize = 16;
+
+/// [`HDR`] as a position.
+const HDR64: u64 = HDR as u64;
 
 /// Bytes of a record the consumer asks the cache for in one go when it
 /// finds the record (header and the start of the payload).
@@ -58,7 +128,14 @@ pub(crate) fn pad16(n: u64) -> u64 {
 /// Bytes a record with `n` payload bytes takes.
 #[inline]
 fn record_len(n: usize) -> u64 {
-    HDR as u64 + pad16(n as u64)
+    HDR64 + pad16(n as u64)
+}
+
+/// The header word of a record: `kind | len << 32`, never zero (no kind is
+/// zero).
+#[inline]
+fn header_word(kind: u32, len: u32) -> u64 {
+    u64::from(kind) | u64::from(len) << 32
 }
 
 #[cold]
@@ -123,6 +200,30 @@ impl RingRef {
     fn offset(&self, pos: u64) -> u64 {
         pos & (self.cap - 1)
     }
+
+    /// The header word of the record slot at offset `off` (a multiple of 16
+    /// inside the data area).
+    #[cfg(not(loom))]
+    #[inline]
+    fn word(&self, off: u64) -> &AtomicU64 {
+        debug_assert!(off % HDR64 == 0 && off < self.cap);
+        // SAFETY: off + 8 <= cap, so the 8 bytes lie in the data area, which
+        // lives as long as `self` (the Arc); the area starts on a page and
+        // `off` is a multiple of 16, so they are aligned for a u64. Plain
+        // accesses to the same bytes (payload and `total` of other laps) are
+        // ordered against the atomic ones by happens-before (module docs,
+        // "Memory model"), and the word is only ever accessed as a whole u64.
+        unsafe { AtomicU64::from_ptr(self.data.add(off as usize).cast::<u64>()) }
+    }
+
+    /// The header word of the record slot at offset `off`: kept beside the
+    /// data area in the loom model, whose atomics cannot live in raw memory.
+    #[cfg(loom)]
+    #[inline]
+    fn word(&self, off: u64) -> &AtomicU64 {
+        debug_assert!(off % HDR64 == 0 && off < self.cap);
+        self._region.loom_word(self.index, off as usize)
+    }
 }
 
 /// A checked record header.
@@ -144,10 +245,12 @@ pub(crate) struct Record {
 struct Header {
     /// Offset of the header in the data area.
     off: u64,
-    /// Published bytes from the header on.
-    avail: u64,
     /// Bytes from the header to the end of the data area.
     to_end: u64,
+    /// Bytes from the header to the head as last read, when that head is
+    /// past the tail (the record must end there or before); `None` when no
+    /// such head is known (the head may lag behind the header words).
+    avail: Option<u64>,
     kind: u32,
     len: u64,
     total: u64,
@@ -157,7 +260,8 @@ struct Header {
 #[derive(Debug)]
 pub(crate) struct Producer {
     ring: RingRef,
-    /// Our head: everything below it is written (published or about to be).
+    /// Our head: every record below it is written and its header word
+    /// stored (so it may already be consumed).
     head: u64,
     /// Head as last stored to shared memory.
     published: u64,
@@ -180,8 +284,9 @@ impl Producer {
         self.ring.cap as usize
     }
 
-    /// Largest payload sent as one record: half the ring, so a record plus
-    /// the padding before it always fits in an empty ring.
+    /// Largest payload sent as one record: half the ring, so a record, the
+    /// padding before it and the header slot after it always fit in an
+    /// empty ring.
     #[inline]
     pub(crate) fn max_record_payload(&self) -> usize {
         self.ring.cap as usize / 2 - HDR
@@ -192,12 +297,14 @@ impl Producer {
     fn refresh_tail(&mut self) -> Result<()> {
         // SYNC POINT with Consumer::release (tail store, Release): the consumer
         // has finished reading every byte below this tail, so we may overwrite
-        // them.
+        // them (plainly, or with the zero store of `commit`).
         let t = self.ring.ctl().tail.0.load(Ordering::Acquire);
-        if t < self.tail || t > self.published || t % HDR as u64 != 0 {
+        // A record is consumable once its word is stored, before the head
+        // is: the tail may pass `published`, never `head`.
+        if t < self.tail || t > self.head || t % HDR64 != 0 {
             return Err(corrupt_fmt(format_args!(
                 "ring {} tail moved to {t} (was {}, head {})",
-                self.ring.index, self.tail, self.published
+                self.ring.index, self.tail, self.head
             )));
         }
         self.tail = t;
@@ -219,13 +326,13 @@ impl Producer {
     }
 
     /// Room at `head` for one record with between `min` and `want` payload
-    /// bytes (`1 <= min <= want`, `record_len(min) <= cap / 2 + HDR`),
-    /// writing a PAD record first when the record does not fit before the
-    /// end of the data area. Returns the payload bytes that fit, or `None`
-    /// when the ring is too full.
+    /// bytes (`1 <= min <= want`, `record_len(min) <= cap / 2`) and the
+    /// header slot after it, writing a PAD record first when the record
+    /// does not fit before the end of the data area. Returns the payload
+    /// bytes that fit, or `None` when the ring is too full.
     #[inline]
     fn reserve(&mut self, min: usize, want: usize) -> Result<Option<usize>> {
-        debug_assert!(min <= want && record_len(min) <= self.ring.cap / 2 + HDR as u64);
+        debug_assert!(min <= want && record_len(min) <= self.ring.cap / 2);
         let mut refreshed = false;
         loop {
             let free = self.ring.cap - (self.head - self.tail);
@@ -233,13 +340,12 @@ impl Producer {
             let to_end = self.ring.cap - off;
             let need = record_len(min);
             if to_end >= need {
-                if free >= need {
-                    let room = free.min(to_end) - HDR as u64;
+                if free >= need + HDR64 {
+                    let room = (free - HDR64).min(to_end) - HDR64;
                     return Ok(Some(want.min(room as usize)));
                 }
-            } else if free >= to_end + need {
-                self.write_header(off as usize, kind::PAD, (to_end - HDR as u64) as u32, 0);
-                self.head += to_end;
+            } else if free >= to_end + need + HDR64 {
+                self.commit(off, kind::PAD, (to_end - HDR64) as u32, 0, to_end);
                 continue;
             }
             if refreshed {
@@ -250,44 +356,86 @@ impl Producer {
         }
     }
 
+    /// Completes the record at offset `off` (= our head), whose payload is
+    /// written, and makes it visible: writes `total`, zeroes the header word
+    /// of the next slot, stores the record's own word. The caller has made
+    /// sure that `advance` bytes and the next slot are free.
     #[inline]
-    fn write_header(&mut self, off: usize, kind: u32, len: u32, total: u64) {
-        let mut h = [0u8; HDR];
-        h[0..4].copy_from_slice(&kind.to_le_bytes());
-        h[4..8].copy_from_slice(&len.to_le_bytes());
-        h[8..16].copy_from_slice(&total.to_le_bytes());
-        debug_assert!(off + HDR <= self.ring.cap as usize);
-        // SAFETY: off + HDR <= cap (callers reserve whole records inside the
-        // data area), and the bytes in [head, tail + cap) belong to the
-        // producer until published: the consumer released them (checked tail).
-        unsafe { std::ptr::copy_nonoverlapping(h.as_ptr(), self.ring.data.add(off), HDR) }
+    fn commit(&mut self, off: u64, kind: u32, len: u32, total: u64, advance: u64) {
+        debug_assert!(off + advance <= self.ring.cap);
+        debug_assert!(self.head + advance + HDR64 <= self.tail + self.ring.cap);
+        let total = total.to_le_bytes();
+        // SAFETY: off + HDR <= off + advance <= cap, so the 8 bytes at off + 8
+        // are in the data area; they lie in [head, tail + cap), which the
+        // consumer has released (checked tail) and will not read before the
+        // word below is stored.
+        unsafe {
+            std::ptr::copy_nonoverlapping(total.as_ptr(), self.ring.data.add(off as usize + 8), 8)
+        }
+        let next = self.ring.offset(self.head + advance);
+        // SYNC POINT with the consumer's Acquire load of this record's word
+        // (Consumer::word_at_tail): a consumer that takes this record then
+        // finds this zero, or the next record's word stored after it, in the
+        // next slot, never older bytes. The slot [head + advance, +16) is
+        // below tail + cap (the caller reserved it), so the consumer's last
+        // accesses to it happened before its tail store we acquired.
+        self.ring.word(next).store(0, Ordering::Relaxed);
+        // SYNC POINT with Consumer::word_at_tail (word load, Acquire): the
+        // payload, `total` and the zero above are written before a consumer
+        // can see the word.
+        self.ring
+            .word(off)
+            .store(header_word(kind, len), Ordering::Release);
+        self.head += advance;
     }
 
     /// Appends a record; `reserve` must have granted `bytes.len()` bytes.
     #[inline]
     fn append(&mut self, kind: u32, total: u64, bytes: &[u8]) {
-        let off = self.ring.offset(self.head) as usize;
-        self.write_header(off, kind, bytes.len() as u32, total);
-        debug_assert!(off + HDR + bytes.len() <= self.ring.cap as usize);
+        let off = self.ring.offset(self.head);
+        debug_assert!(off as usize + HDR + bytes.len() <= self.ring.cap as usize);
         // SAFETY: reserve granted record_len(bytes.len()) bytes at `off`
-        // inside the data area and owned by the producer (as in write_header).
+        // inside the data area, in [head, tail + cap): released by the
+        // consumer (checked tail) and not read by it before `commit` stores
+        // the record's word.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 bytes.as_ptr(),
-                self.ring.data.add(off + HDR),
+                self.ring.data.add(off as usize + HDR),
                 bytes.len(),
             )
         }
-        self.head += record_len(bytes.len());
+        let pad = pad16(bytes.len() as u64) as usize - bytes.len();
+        if pad != 0 {
+            // Zeroes the padding: no stale bytes of an earlier lap travel
+            // with the record, and every plain write covers whole header
+            // words of earlier laps (a write over part of a word that was
+            // last written atomically makes Miri's weak-memory emulation
+            // fail; the Rust memory model allows it).
+            // SAFETY: the padding lies inside the record granted by reserve
+            // (off + HDR + pad16(len) <= cap), ours as above.
+            unsafe {
+                std::ptr::write_bytes(self.ring.data.add(off as usize + HDR + bytes.len()), 0, pad)
+            }
+        }
+        self.commit(
+            off,
+            kind,
+            bytes.len() as u32,
+            total,
+            record_len(bytes.len()),
+        );
     }
 
-    /// Makes the appended records visible to the consumer.
+    /// Stores the head after the appended records (their words are stored
+    /// already): for the consumer's general path and the peer's wake-up
+    /// checks.
     #[inline]
     pub(crate) fn publish(&mut self) {
         if self.head != self.published {
-            // SYNC POINT with Consumer::refresh_head (head load, Acquire): every
-            // record byte below this head is written before the consumer can
-            // see the new head.
+            // SYNC POINT with Consumer::refresh_head (head load, Acquire): the
+            // word of every record below this head is stored before the
+            // consumer can see the new head.
             self.ring.ctl().head.0.store(self.head, Ordering::Release);
             self.published = self.head;
         }
@@ -322,7 +470,7 @@ impl Producer {
         let need = record_len(msg.len().max(1));
         let free = self.ring.cap - (self.head - self.tail);
         let to_end = self.ring.cap - self.ring.offset(self.head);
-        if need > free || need > to_end {
+        if need + HDR64 > free || need > to_end {
             return false;
         }
         self.append(kind::WHOLE, msg.len() as u64, msg);
@@ -384,7 +532,8 @@ pub(crate) struct Consumer {
     ring: RingRef,
     /// Our tail: everything below it is released (or about to be).
     tail: u64,
-    /// The producer's head as last read and checked.
+    /// The producer's head as last read and checked (it may be below the
+    /// tail: the words run ahead of the head).
     head: u64,
 }
 
@@ -397,13 +546,25 @@ impl Consumer {
         }
     }
 
+    /// Loads the header word of the slot at our tail: 0 when no record is
+    /// there yet.
+    #[inline]
+    fn word_at_tail(&self) -> u64 {
+        // SYNC POINT with Producer::commit (word store, Release): once the word
+        // is seen, the record's payload and `total` are visible, and so is the
+        // zero the producer stored in the next slot before it.
+        self.ring
+            .word(self.ring.offset(self.tail))
+            .load(Ordering::Acquire)
+    }
+
     /// Reads the producer's head and checks it.
     #[inline]
     fn refresh_head(&mut self) -> Result<()> {
-        // SYNC POINT with Producer::publish (head store, Release): the record
-        // bytes below this head are written and visible to us.
+        // SYNC POINT with Producer::publish (head store, Release): the word of
+        // every record below this head is stored and visible to us.
         let h = self.ring.ctl().head.0.load(Ordering::Acquire);
-        if h < self.head || h - self.tail > self.ring.cap || h % HDR as u64 != 0 {
+        if h < self.head || h > self.tail + self.ring.cap || h % HDR64 != 0 {
             return Err(corrupt_fmt(format_args!(
                 "ring {} head moved to {h} (was {}, tail {}, capacity {})",
                 self.ring.index, self.head, self.tail, self.ring.cap
@@ -444,57 +605,51 @@ impl Consumer {
         self.tail
     }
 
-    /// Whether a record is waiting (re-reads the head when none is known).
+    /// The header of the record at the tail, whose word `w` (non-zero) was
+    /// just loaded; also asks the cache for the start of the record.
     #[inline]
-    pub(crate) fn has_data(&mut self) -> Result<bool> {
-        if self.head == self.tail {
-            self.refresh_head()?;
-        }
-        Ok(self.head != self.tail)
-    }
-
-    /// Reads the header of the record at the tail; there must be one
-    /// (`head != tail`). Also asks the cache for the start of its payload.
-    #[inline]
-    fn header(&self) -> Header {
-        debug_assert!(self.head != self.tail);
-        let avail = self.head - self.tail;
+    fn header(&self, w: u64) -> Header {
+        debug_assert!(w != 0);
         let off = self.ring.offset(self.tail);
         let to_end = self.ring.cap - off;
-        // avail and to_end are non-zero multiples of 16, so >= HDR.
-        self.prefetch(off as usize, avail.min(to_end) as usize);
-        let mut h = [0u8; HDR];
-        // SAFETY: off + HDR <= cap (to_end >= 16) and the bytes lie in
-        // [tail, head), published by the producer (Acquire in refresh_head)
-        // and not yet released by us.
+        let len = w >> 32;
+        self.prefetch(off as usize, (HDR64 + pad16(len)).min(to_end) as usize);
+        let mut t = [0u8; 8];
+        // SAFETY: off + HDR <= cap (offsets are multiples of 16), so the 8
+        // bytes at off + 8 are in the data area; the producer wrote them
+        // before the word we acquired and leaves them alone until we release
+        // the record.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.ring.data.add(off as usize), h.as_mut_ptr(), HDR)
+            std::ptr::copy_nonoverlapping(self.ring.data.add(off as usize + 8), t.as_mut_ptr(), 8)
         }
         Header {
             off,
-            avail,
             to_end,
-            kind: u32::from_le_bytes([h[0], h[1], h[2], h[3]]),
-            len: u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as u64,
-            total: u64::from_le_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]]),
+            avail: (self.head > self.tail).then(|| self.head - self.tail),
+            kind: w as u32,
+            len,
+            total: u64::from_le_bytes(t),
         }
     }
 
     /// The next record if it is a whole message of at most `max` bytes that
     /// passes every check of [`Self::peek`] and [`Self::try_recv`]; `None`
-    /// for anything else (nothing published, padding, a piece, an error),
+    /// for anything else (nothing there yet, padding, a piece, an error),
     /// which the caller then hands to the general path. The fast path of
-    /// the message API.
+    /// the message API: it reads the header word at the tail and the
+    /// record, never the head.
     #[inline]
     pub(crate) fn next_whole(&mut self, max: usize) -> Option<Record> {
-        if !self.watch().unwrap_or(false) {
+        let w = self.word_at_tail();
+        if w == 0 {
             return None;
         }
-        let h = self.header();
-        let advance = HDR as u64 + pad16(h.len);
+        let h = self.header(w);
+        let advance = HDR64 + pad16(h.len);
         if h.kind != kind::WHOLE
-            || advance > h.avail
             || advance > h.to_end
+            || advance > self.ring.cap / 2
+            || h.avail.is_some_and(|a| advance > a)
             || h.total != h.len
             || h.len > max as u64
         {
@@ -504,65 +659,80 @@ impl Consumer {
             kind: kind::WHOLE,
             len: h.len as usize,
             total: h.total,
-            off: (h.off + HDR as u64) as usize,
+            off: (h.off + HDR64) as usize,
             advance,
         })
     }
 
-    /// [`Self::has_data`] for a reader that waits: when nothing is
-    /// published, also asks the cache for the lines where the next record
-    /// will be written, so that once the writer has written them they are
-    /// on their way here while its head is still travelling. (The lines are
-    /// only read after the head says they are published.)
+    /// Whether the header word at the tail shows a record, for a reader that
+    /// waits: when it does not, also asks the cache for the lines where the
+    /// next record will be written, so that once the writer has written
+    /// them they are on their way here while its word is still travelling.
+    /// (The lines are only read after the word says they are published.)
+    /// Reads no counter.
     #[inline]
-    pub(crate) fn watch(&mut self) -> Result<bool> {
-        let ready = self.has_data()?;
-        if !ready {
-            let off = self.ring.offset(self.tail);
-            self.prefetch(off as usize, (self.ring.cap - off).min(WATCH) as usize);
+    pub(crate) fn watch(&self) -> bool {
+        if self.word_at_tail() != 0 {
+            return true;
         }
-        Ok(ready)
+        let off = self.ring.offset(self.tail);
+        self.prefetch(off as usize, (self.ring.cap - off).min(WATCH) as usize);
+        false
     }
 
-    /// The next data record, skipping padding, without consuming it.
+    /// The next data record, skipping padding, without consuming it. Reads
+    /// the head when the word at the tail shows no record.
     #[inline]
     pub(crate) fn peek(&mut self) -> Result<Option<Record>> {
         loop {
-            if !self.has_data()? {
-                return Ok(None);
+            let mut w = self.word_at_tail();
+            if w == 0 {
+                self.refresh_head()?;
+                if self.head <= self.tail {
+                    return Ok(None);
+                }
+                // The head's Acquire made the word of every record below it
+                // visible: the one at the tail must be there now.
+                w = self.word_at_tail();
+                if w == 0 {
+                    return Err(corrupt_fmt(format_args!(
+                        "ring {} head {} is past the tail {} but no record header is there",
+                        self.ring.index, self.head, self.tail
+                    )));
+                }
             }
             let cap = self.ring.cap;
             let Header {
                 off,
-                avail,
                 to_end,
+                avail,
                 kind: k,
                 len,
                 total,
-            } = self.header();
+            } = self.header(w);
             match k {
                 kind::PAD => {
-                    if len != to_end - HDR as u64 || avail < to_end {
+                    if len != to_end - HDR64 || avail.is_some_and(|a| a < to_end) {
                         return Err(corrupt_fmt(format_args!(
-                            "ring {} padding of {len} bytes at offset {off} does not reach the end of the {cap}-byte area ({avail} bytes published)",
-                            self.ring.index
+                            "ring {} padding of {len} bytes at offset {off} does not reach the end of the {cap}-byte area (or the head {})",
+                            self.ring.index, self.head
                         )));
                     }
                     self.release(to_end);
                 }
                 kind::WHOLE | kind::FIRST | kind::MIDDLE | kind::LAST => {
-                    let advance = HDR as u64 + pad16(len);
-                    if advance > avail || advance > to_end {
+                    let advance = HDR64 + pad16(len);
+                    if advance > to_end || advance > cap / 2 || avail.is_some_and(|a| advance > a) {
                         return Err(corrupt_fmt(format_args!(
-                            "ring {} record of {len} bytes at offset {off} overruns the {avail} published bytes or the {cap}-byte area",
-                            self.ring.index
+                            "ring {} record of {len} bytes at offset {off} overruns the {cap}-byte area, half of it or the head {}",
+                            self.ring.index, self.head
                         )));
                     }
                     return Ok(Some(Record {
                         kind: k,
                         len: len as usize,
                         total,
-                        off: (off + HDR as u64) as usize,
+                        off: (off + HDR64) as usize,
                         advance,
                     }));
                 }
@@ -588,19 +758,19 @@ impl Consumer {
         debug_assert!(from + n <= rec.len);
         // A producer that breaks the protocol can change these bytes under us;
         // they are opaque payload, never lengths or indices.
-        // SAFETY: peek checked rec.off + rec.len is inside the data area and in
-        // published, unreleased bytes the producer leaves alone until release.
+        // SAFETY: peek checked rec.off + rec.len is inside the data area, in a
+        // record whose word we acquired and which the producer leaves alone
+        // until release.
         unsafe { std::slice::from_raw_parts(self.ring.data.add(rec.off + from), n) }
     }
 
     /// Releases `advance` bytes to the producer.
     #[inline]
     pub(crate) fn release(&mut self, advance: u64) {
-        debug_assert!(self.tail + advance <= self.head);
         self.tail += advance;
         // SYNC POINT with Producer::refresh_tail (tail load, Acquire): we have
-        // finished reading the released bytes before the producer may reuse
-        // them.
+        // finished reading the released bytes (payload and header words)
+        // before the producer may reuse them.
         self.ring.ctl().tail.0.store(self.tail, Ordering::Release);
     }
 
@@ -902,7 +1072,8 @@ mod tests {
             }
             n += 1;
         }
-        assert_eq!(n, MIN_RING_CAPACITY / record_len(1000) as usize);
+        // One header slot stays free beyond the last record.
+        assert_eq!(n, (MIN_RING_CAPACITY - HDR) / record_len(1000) as usize);
     }
 
     #[test]
@@ -957,35 +1128,121 @@ mod tests {
         let (mut p, mut c, r) = pair(MIN_RING_CAPACITY);
         let mut sent = 0;
         p.try_send_message(b"hello", &mut sent).unwrap();
-        assert!(c.has_data().unwrap());
-        poke_head(&r, 0);
-        let mut c2 = c;
-        c2.head = 32;
-        assert!(c2.refresh_head().is_err());
+        c.refresh_head().unwrap();
+        assert_eq!(c.head, 32);
+        poke_head(&r, 16);
+        let m = c.refresh_head().unwrap_err().to_string();
+        assert!(m.contains("head moved to 16"), "{m}");
+        // A head past the tail with no record header there.
+        let (_p, mut c, r) = pair(MIN_RING_CAPACITY);
+        poke_head(&r, 32);
+        let m = expect_corrupt(&mut c);
+        assert!(m.contains("no record header"), "{m}");
     }
 
     #[test]
     fn hostile_records_are_corrupt() {
-        let cases: Vec<(&str, [u8; 16], u64)> = vec![
-            ("unknown kind", hdr(0xdead, 4, 4), 32),
-            ("overrun published", hdr(kind::WHOLE, 100, 100), 32),
-            (
-                "overrun area",
-                hdr(kind::WHOLE, u32::MAX, u32::MAX as u64),
-                4096,
-            ),
-            ("short pad", hdr(kind::PAD, 16, 0), 4096),
-            ("total mismatch", hdr(kind::WHOLE, 4, 99), 32),
-            ("piece first", hdr(kind::MIDDLE, 4, 4), 32),
-            ("first covers total", hdr(kind::FIRST, 16, 16), 32),
+        let cases: Vec<(&str, [u8; 16])> = vec![
+            ("is unknown", hdr(0xdead, 4, 4)),
+            ("is unknown", hdr(0, 4, 4)),
+            ("overruns", hdr(kind::WHOLE, u32::MAX, u32::MAX as u64)),
+            // More than half the ring, though inside the area.
+            ("overruns", hdr(kind::WHOLE, 2048, 2048)),
+            ("padding", hdr(kind::PAD, 16, 0)),
+            ("claims a total", hdr(kind::WHOLE, 4, 99)),
+            ("out of sequence", hdr(kind::MIDDLE, 4, 4)),
+            ("first piece", hdr(kind::FIRST, 16, 16)),
         ];
-        for (name, h, head) in cases {
+        for (what, h) in cases {
             let (_p, mut c, r) = pair(MIN_RING_CAPACITY);
+            // The header word alone publishes a record: no head needed.
             poke_bytes(&r, 0, &h);
-            poke_head(&r, head);
             let m = expect_corrupt(&mut c);
-            assert!(!m.is_empty(), "{name}");
+            assert!(m.contains(what), "{what}: {m}");
         }
+    }
+
+    #[test]
+    fn hostile_record_past_the_known_head_is_corrupt() {
+        let (_p, mut c, r) = pair(MIN_RING_CAPACITY);
+        poke_head(&r, 32);
+        // The consumer has read a head of 32 ...
+        c.refresh_head().unwrap();
+        // ... and then finds a record of 128 bytes at the tail.
+        poke_bytes(&r, 0, &hdr(kind::WHOLE, 100, 100));
+        let m = expect_corrupt(&mut c);
+        assert!(m.contains("the head 32"), "{m}");
+    }
+
+    #[test]
+    fn hostile_record_across_the_end_is_corrupt() {
+        let (mut p, mut c, r) = pair(MIN_RING_CAPACITY);
+        let mut asm = Assembly::default();
+        // Records of 2048 and 2032 bytes leave the tail 16 bytes before the
+        // end.
+        for n in [2032, 2016] {
+            assert!(p.try_send_fast(&vec![5; n]));
+            match c.try_recv(&mut asm, usize::MAX).unwrap() {
+                Recv::Borrowed(rec) => c.release(rec.advance),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(c.position(), MIN_RING_CAPACITY as u64 - 16);
+        // A one-byte record there would wrap.
+        poke_bytes(&r, MIN_RING_CAPACITY - 16, &hdr(kind::WHOLE, 1, 1));
+        let m = expect_corrupt(&mut c);
+        assert!(m.contains("overruns"), "{m}");
+    }
+
+    /// Stale bytes in the next record's slot (here, a forged header inside
+    /// an earlier message's payload) are never taken for a record: the
+    /// producer zeroes the slot before it publishes the record before it.
+    #[test]
+    fn forged_header_in_stale_payload_is_not_a_record() {
+        let (mut p, mut c, r) = pair(MIN_RING_CAPACITY);
+        let mut asm = Assembly::default();
+        // Two messages whose payload is a forged 4-byte message at every
+        // 16-byte slot (records at 16, 32, ... of the data area), up to 64
+        // bytes before the end.
+        let mut forged = Vec::new();
+        while forged.len() < 2000 {
+            forged.extend_from_slice(&hdr(kind::WHOLE, 4, 4));
+        }
+        for _ in 0..2 {
+            let mut sent = 0;
+            assert!(p.try_send_message(&forged, &mut sent).unwrap());
+            let Recv::Borrowed(rec) = c.try_recv(&mut asm, usize::MAX).unwrap() else {
+                panic!("not a whole message");
+            };
+            // SAFETY: just peeked; released right after the comparison.
+            assert!(unsafe { c.payload(&rec, 0, rec.len) } == &forged[..]);
+            c.release(rec.advance);
+        }
+        assert_eq!(c.position(), MIN_RING_CAPACITY as u64 - 64);
+        // Padding to the end, then a 100-byte record at offset 0 that ends
+        // at 128, in the middle of the stale payload.
+        let mut sent = 0;
+        assert!(p.try_send_message(&[9; 100], &mut sent).unwrap());
+        let Recv::Borrowed(rec) = c.try_recv(&mut asm, usize::MAX).unwrap() else {
+            panic!("not a whole message");
+        };
+        assert_eq!((rec.off, rec.len), (16, 100));
+        c.release(rec.advance);
+        assert_eq!(c.position(), MIN_RING_CAPACITY as u64 + 128);
+        // The forged message is still there in the bytes after the word.
+        let mut stale = [0u8; 8];
+        // SAFETY: in bounds of ring 0's data area; single-threaded test.
+        unsafe { std::ptr::copy_nonoverlapping(r.data(CLIENT).add(136), stale.as_mut_ptr(), 8) };
+        assert_eq!(stale, hdr(kind::WHOLE, 4, 4)[8..]);
+        // Nothing to read: not by the fast path, not by the general one.
+        assert_eq!(c.next_whole(usize::MAX), None);
+        assert!(!c.watch());
+        assert!(matches!(c.try_recv(&mut asm, usize::MAX), Ok(Recv::Empty)));
+        // The next real message arrives as sent.
+        assert!(p.try_send_fast(b"real"));
+        let rec = c.next_whole(usize::MAX).expect("the real message");
+        // SAFETY: just peeked.
+        assert_eq!(unsafe { c.payload(&rec, 0, rec.len) }, b"real");
     }
 
     #[test]

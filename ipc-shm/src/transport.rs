@@ -190,7 +190,7 @@ impl AsyncRead for ShmTransport {
             }
             if !spun {
                 spun = true;
-                this.spin_until(|t| t.rx.watch().unwrap_or(true) || t.bells.peer_closed() != 0);
+                this.spin_until(|t| t.rx.watch() || t.bells.peer_closed() != 0);
                 continue;
             }
             if !prepared {
