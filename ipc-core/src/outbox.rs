@@ -90,6 +90,21 @@ impl Outbox {
     /// behind that long is disconnected.
     pub(crate) async fn send(&self, frame: Bytes) -> Result<()> {
         let cost = self.cost(&frame);
+        // Room in both budgets, the usual case: queue without setting up the
+        // waits below.
+        if let Ok(budget) = Arc::clone(&self.budget).try_acquire_many_owned(cost) {
+            match self.tx.try_reserve() {
+                Ok(slot) => {
+                    slot.send(Outgoing {
+                        frame,
+                        _budget: budget,
+                    });
+                    return Ok(());
+                }
+                Err(mpsc::error::TrySendError::Closed(())) => return Err(Error::Disconnected),
+                Err(mpsc::error::TrySendError::Full(())) => {}
+            }
+        }
         let queued = async {
             let permit = Arc::clone(&self.budget)
                 .acquire_many_owned(cost)

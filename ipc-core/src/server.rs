@@ -12,7 +12,7 @@ use futures::future::join_all;
 use futures::StreamExt;
 use serde::Serialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Semaphore, TryAcquireError};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedRead};
@@ -552,6 +552,12 @@ async fn serve_connection<H: Handler>(
     let slack = config.frame_timeout / 8;
     let timer = tokio::time::sleep_until(Instant::now() + config.frame_timeout);
     tokio::pin!(timer);
+    // Waits made once and kept registered: a fresh one per frame would
+    // register with (and leave) the token's waiters on every request.
+    let abort_wait = closed.cancelled();
+    tokio::pin!(abort_wait);
+    let stop_wait = shared.stopping.cancelled();
+    tokio::pin!(stop_wait);
 
     loop {
         while calls.try_join_next().is_some() {}
@@ -583,8 +589,8 @@ async fn serve_connection<H: Handler>(
         }
         let next = tokio::select! {
             biased;
-            _ = closed.cancelled() => break,
-            _ = shared.stopping.cancelled() => break,
+            _ = &mut abort_wait => break,
+            _ = &mut stop_wait => break,
             next = frames.next() => next,
             _ = &mut timer => {
                 let now = Instant::now();
@@ -634,12 +640,16 @@ async fn serve_connection<H: Handler>(
                 let _ = framing.set(f);
             }
         }
-        let permit = tokio::select! {
-            biased;
-            _ = closed.cancelled() => break,
-            p = Arc::clone(&permits).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
+        let permit = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(p) => p,
+            Err(TryAcquireError::Closed) => break,
+            Err(TryAcquireError::NoPermits) => tokio::select! {
+                biased;
+                _ = &mut abort_wait => break,
+                p = Arc::clone(&permits).acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
             },
         };
         // Run the call in this task as far as it goes without waiting: most
@@ -801,12 +811,16 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     // until the bytes are out.
     let mut batch: Vec<Outgoing> = Vec::new();
     let mut draining = false;
+    let abort_wait = closed.cancelled();
+    tokio::pin!(abort_wait);
+    let finish_wait = finishing.cancelled();
+    tokio::pin!(finish_wait);
     loop {
         let first = tokio::select! {
             biased;
-            _ = closed.cancelled() => return,
+            _ = &mut abort_wait => return,
             frame = rx.recv() => frame,
-            _ = finishing.cancelled(), if !draining => {
+            _ = &mut finish_wait, if !draining => {
                 // Send what is already queued, then stop.
                 rx.close();
                 draining = true;
@@ -834,7 +848,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             out.flush().await
         };
         let result = tokio::select! {
-            _ = closed.cancelled() => return,
+            _ = &mut abort_wait => return,
             r = write => r,
         };
         batch.clear();
