@@ -401,6 +401,18 @@ fn check_entry(entry: &Result<Message, Invalid>) {
 /// entry, none for notifications) form a batch of responses with the same
 /// ids in the same order.
 pub fn check_jsonrpc(data: &[u8]) {
+    // Reading the members straight from the text agrees with judging the
+    // whole `Value` tree (the reference reading).
+    if let Ok(value) = serde_json::from_slice::<Value>(data) {
+        let reference = match value {
+            Value::Array(items) if items.is_empty() => None,
+            Value::Array(items) => Some(Incoming::Batch(
+                items.into_iter().map(ipc_core::jsonrpc::classify).collect(),
+            )),
+            other => Some(Incoming::Single(ipc_core::jsonrpc::classify(other))),
+        };
+        assert_eq!(parse(data).ok(), reference, "parse and classify disagree");
+    }
     match parse(data) {
         Err(error) => {
             assert!(

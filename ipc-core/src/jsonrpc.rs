@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -212,17 +212,22 @@ pub enum Incoming {
 /// # Ok::<(), ipc_core::jsonrpc::ErrorObject>(())
 /// ```
 pub fn parse(frame: &[u8]) -> Result<Incoming, ErrorObject> {
-    let value: Value = serde_json::from_slice(frame).map_err(ErrorObject::parse_error)?;
-    match value {
-        Value::Array(items) => {
+    // Read the members straight from the text: building a `Value` of the
+    // whole message first would put every message's members in a map only
+    // to take them out again.
+    let frame: Frame = serde_json::from_slice(frame).map_err(ErrorObject::parse_error)?;
+    match frame {
+        Frame::Batch(items) => {
             if items.is_empty() {
                 return Err(ErrorObject::invalid_request(
                     "an empty batch is not a request",
                 ));
             }
-            Ok(Incoming::Batch(items.into_iter().map(classify).collect()))
+            Ok(Incoming::Batch(
+                items.into_iter().map(classify_item).collect(),
+            ))
         }
-        other => Ok(Incoming::Single(classify(other))),
+        Frame::Single(item) => Ok(Incoming::Single(classify_item(item))),
     }
 }
 
@@ -238,7 +243,25 @@ pub fn classify(value: Value) -> Result<Message, Invalid> {
     let Value::Object(mut obj) = value else {
         return Err(invalid(Id::Null, "a message must be a JSON object"));
     };
-    let id = match obj.remove("id") {
+    classify_members(Members {
+        jsonrpc: obj.remove("jsonrpc"),
+        id: obj.remove("id"),
+        method: obj.remove("method"),
+        params: obj.remove("params"),
+        result: obj.remove("result"),
+        error: obj.remove("error"),
+    })
+}
+
+fn classify_item(item: Item) -> Result<Message, Invalid> {
+    match item {
+        Item::Object(members) => classify_members(members),
+        Item::Other => Err(invalid(Id::Null, "a message must be a JSON object")),
+    }
+}
+
+fn classify_members(m: Members) -> Result<Message, Invalid> {
+    let id = match m.id {
         None => None,
         Some(v) => Some(
             serde_json::from_value::<Id>(v)
@@ -246,15 +269,15 @@ pub fn classify(value: Value) -> Result<Message, Invalid> {
         ),
     };
     let reply_id = id.clone().unwrap_or(Id::Null);
-    match obj.get("jsonrpc") {
+    match &m.jsonrpc {
         Some(Value::String(v)) if v == VERSION => {}
         _ => return Err(invalid(reply_id, "the jsonrpc member must be \"2.0\"")),
     }
-    if let Some(method) = obj.remove("method") {
+    if let Some(method) = m.method {
         let Value::String(method) = method else {
             return Err(invalid(reply_id, "the method must be a string"));
         };
-        let params = obj.remove("params");
+        let params = m.params;
         if let Some(p) = &params {
             if !p.is_array() && !p.is_object() {
                 return Err(invalid(reply_id, "params must be an array or an object"));
@@ -271,7 +294,7 @@ pub fn classify(value: Value) -> Result<Message, Invalid> {
             "a message needs a method, or an id with a result or an error",
         ));
     };
-    let result = match (obj.remove("result"), obj.remove("error")) {
+    let result = match (m.result, m.error) {
         (Some(result), None) => Ok(result),
         (None, Some(error)) => Err(serde_json::from_value::<ErrorObject>(error)
             .map_err(|e| invalid(id.clone(), format!("malformed error object: {e}")))?),
@@ -283,6 +306,163 @@ pub fn classify(value: Value) -> Result<Message, Invalid> {
         }
     };
     Ok(Message::Response(Response { id, result }))
+}
+
+/// A frame as read: one item, or a batch of them.
+enum Frame {
+    Single(Item),
+    Batch(Vec<Item>),
+}
+
+/// One message as read: an object's members, or anything else (which is
+/// not a message).
+enum Item {
+    Object(Members),
+    Other,
+}
+
+/// The members of a message object that the protocol defines; others are
+/// skipped. A member given twice counts with its last value, as in a map.
+#[derive(Default)]
+struct Members {
+    jsonrpc: Option<Value>,
+    id: Option<Value>,
+    method: Option<Value>,
+    params: Option<Value>,
+    result: Option<Value>,
+    error: Option<Value>,
+}
+
+impl<'de> Deserialize<'de> for Frame {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FrameVisitor;
+        impl<'de> Visitor<'de> for FrameVisitor {
+            type Value = Frame;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Frame, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+                while let Some(item) = seq.next_element::<Item>()? {
+                    items.push(item);
+                }
+                Ok(Frame::Batch(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Frame, A::Error> {
+                ItemVisitor.visit_map(map).map(Frame::Single)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Frame, E> {
+                Ok(Frame::Single(Item::Other))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Frame, E> {
+                Ok(Frame::Single(Item::Other))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Frame, E> {
+                Ok(Frame::Single(Item::Other))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Frame, E> {
+                Ok(Frame::Single(Item::Other))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Frame, E> {
+                Ok(Frame::Single(Item::Other))
+            }
+            fn visit_unit<E>(self) -> Result<Frame, E> {
+                Ok(Frame::Single(Item::Other))
+            }
+        }
+        d.deserialize_any(FrameVisitor)
+    }
+}
+
+struct ItemVisitor;
+
+impl<'de> Visitor<'de> for ItemVisitor {
+    type Value = Item;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
+        let mut m = Members::default();
+        while let Some(key) = map.next_key::<Member>()? {
+            let slot = match key {
+                Member::Jsonrpc => &mut m.jsonrpc,
+                Member::Id => &mut m.id,
+                Member::Method => &mut m.method,
+                Member::Params => &mut m.params,
+                Member::Result => &mut m.result,
+                Member::Error => &mut m.error,
+                Member::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = Some(map.next_value::<Value>()?);
+        }
+        Ok(Item::Object(m))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Item::Other)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Item, E> {
+        Ok(Item::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Item, E> {
+        Ok(Item::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Item, E> {
+        Ok(Item::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Item, E> {
+        Ok(Item::Other)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Item, E> {
+        Ok(Item::Other)
+    }
+    fn visit_unit<E>(self) -> Result<Item, E> {
+        Ok(Item::Other)
+    }
+}
+
+impl<'de> Deserialize<'de> for Item {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ItemVisitor)
+    }
+}
+
+/// A member name of a message object.
+enum Member {
+    Jsonrpc,
+    Id,
+    Method,
+    Params,
+    Result,
+    Error,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Member {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct MemberVisitor;
+        impl Visitor<'_> for MemberVisitor {
+            type Value = Member;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E>(self, name: &str) -> Result<Member, E> {
+                Ok(match name {
+                    "jsonrpc" => Member::Jsonrpc,
+                    "id" => Member::Id,
+                    "method" => Member::Method,
+                    "params" => Member::Params,
+                    "result" => Member::Result,
+                    "error" => Member::Error,
+                    _ => Member::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(MemberVisitor)
+    }
 }
 
 impl Serialize for Request {
@@ -428,6 +608,35 @@ mod tests {
         let e = single(r#"{"jsonrpc":"2.0","result":1,"error":{"code":1,"message":"m"},"id":1}"#)
             .unwrap_err();
         assert_eq!(e.error.code, -32600);
+    }
+
+    #[test]
+    fn parse_reads_as_classify_judges_the_value_tree() {
+        for frame in [
+            r#"{"jsonrpc":"2.0","method":"m","params":{"a":[1,{"b":null}]},"id":"x"}"#,
+            r#"{"id":1,"jsonrpc":"2.0","method":"m","id":2}"#,
+            r#"{"jsonrpc":"2.0","met\u0068od":"m","extra":{"id":9},"id":null}"#,
+            r#"{"jsonrpc":"2.0","result":[1],"id":1.5}"#,
+            r#"{"jsonrpc":"2.0","error":{"code":-1,"message":"m","data":[]},"id":7}"#,
+            r#"{"jsonrpc":"2.0","error":{"code":"x"},"id":7}"#,
+            r#"{"jsonrpc":2,"method":"m"}"#,
+            r#"{"jsonrpc":"2.0","method":"m","params":null}"#,
+            r#"{"jsonrpc":"2.0","result":null,"error":null,"id":1}"#,
+            r#"{}"#,
+            r#"[{"jsonrpc":"2.0","method":"m"},[1,[2]],"s",3,-4,5.5,true,null,{}]"#,
+            r#""text""#,
+            r#"-12"#,
+            r#"[]"#,
+        ] {
+            let reference = match serde_json::from_str::<Value>(frame).unwrap() {
+                Value::Array(items) if items.is_empty() => None,
+                Value::Array(items) => {
+                    Some(Incoming::Batch(items.into_iter().map(classify).collect()))
+                }
+                other => Some(Incoming::Single(classify(other))),
+            };
+            assert_eq!(parse(frame.as_bytes()).ok(), reference, "{frame}");
+        }
     }
 
     #[test]
