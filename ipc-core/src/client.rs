@@ -179,6 +179,12 @@ impl Connection {
     /// The live connection, waiting for a reconnect (until `deadline`) if the
     /// current one is gone.
     async fn ready(&self, deadline: Option<Instant>) -> Result<Arc<Inner>> {
+        let inner = self.current();
+        if !inner.closed.is_cancelled() || self.settings.reconnect.is_none() {
+            return Ok(inner);
+        }
+        // Subscribed before the connection is looked at again below, so a
+        // replacement made in between is seen.
         let mut changes = self.generation.subscribe();
         loop {
             let inner = self.current();
@@ -697,9 +703,13 @@ async fn wait(
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(mut frames: FramedRead<R, FrameCodec>, inner: Arc<Inner>) {
+    // One wait for the whole loop: a fresh one per frame would register
+    // with the token on every response.
+    let closed = inner.closed.cancelled();
+    tokio::pin!(closed);
     loop {
         let next = tokio::select! {
-            _ = inner.closed.cancelled() => break,
+            _ = &mut closed => break,
             next = frames.next() => next,
         };
         let frame = match next {
@@ -745,9 +755,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 ) {
     let mut codec = FrameCodec::new(framing, u32::MAX as usize);
     let mut buf = BytesMut::with_capacity(8 * 1024);
+    let closed = inner.closed.cancelled();
+    tokio::pin!(closed);
     loop {
         let first = tokio::select! {
-            _ = inner.closed.cancelled() => break,
+            _ = &mut closed => break,
             f = rx.recv() => f,
         };
         let Some(first) = first else { break };
@@ -766,7 +778,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             out.flush().await
         };
         let result = tokio::select! {
-            _ = inner.closed.cancelled() => break,
+            _ = &mut closed => break,
             r = write => r,
         };
         if let Err(e) = result {
