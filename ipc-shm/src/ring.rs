@@ -393,38 +393,39 @@ impl Producer {
     #[inline]
     fn append(&mut self, kind: u32, total: u64, bytes: &[u8]) {
         let off = self.ring.offset(self.head);
-        debug_assert!(off as usize + HDR + bytes.len() <= self.ring.cap as usize);
-        // SAFETY: reserve granted record_len(bytes.len()) bytes at `off`
-        // inside the data area, in [head, tail + cap): released by the
-        // consumer (checked tail) and not read by it before `commit` stores
-        // the record's word.
+        let len = bytes.len();
+        debug_assert!(off as usize + HDR + len <= self.ring.cap as usize);
+        if len % HDR != 0 {
+            // Zeroes the record's last 16 bytes, then the payload goes over
+            // their start: the padding carries no stale bytes of an earlier
+            // lap, and the plain writes cover whole header words of earlier
+            // laps (a write over part of a word that was last written
+            // atomically makes Miri's weak-memory emulation fail; the Rust
+            // memory model allows it).
+            let last = off as usize + HDR + (len & !(HDR - 1));
+            // SAFETY: last + HDR = off + HDR + pad16(len) <= cap: inside the
+            // record reserve granted, in [head, tail + cap), released by the
+            // consumer (checked tail) and not read by it before `commit`
+            // stores the record's word.
+            unsafe {
+                self.ring
+                    .data
+                    .add(last)
+                    .cast::<[u8; HDR]>()
+                    .write_unaligned([0; HDR])
+            }
+        }
+        // SAFETY: reserve granted record_len(len) bytes at `off` inside the
+        // data area, in [head, tail + cap): released by the consumer (checked
+        // tail) and not read by it before `commit` stores the record's word.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 bytes.as_ptr(),
                 self.ring.data.add(off as usize + HDR),
-                bytes.len(),
+                len,
             )
         }
-        let pad = pad16(bytes.len() as u64) as usize - bytes.len();
-        if pad != 0 {
-            // Zeroes the padding: no stale bytes of an earlier lap travel
-            // with the record, and every plain write covers whole header
-            // words of earlier laps (a write over part of a word that was
-            // last written atomically makes Miri's weak-memory emulation
-            // fail; the Rust memory model allows it).
-            // SAFETY: the padding lies inside the record granted by reserve
-            // (off + HDR + pad16(len) <= cap), ours as above.
-            unsafe {
-                std::ptr::write_bytes(self.ring.data.add(off as usize + HDR + bytes.len()), 0, pad)
-            }
-        }
-        self.commit(
-            off,
-            kind,
-            bytes.len() as u32,
-            total,
-            record_len(bytes.len()),
-        );
+        self.commit(off, kind, len as u32, total, record_len(len));
     }
 
     /// Stores the head after the appended records (their words are stored
@@ -1229,6 +1230,11 @@ mod tests {
         assert_eq!((rec.off, rec.len), (16, 100));
         c.release(rec.advance);
         assert_eq!(c.position(), MIN_RING_CAPACITY as u64 + 128);
+        // Its padding was zeroed, not left with the stale payload.
+        let mut padding = [0xffu8; 12];
+        // SAFETY: in bounds of ring 0's data area; single-threaded test.
+        unsafe { std::ptr::copy_nonoverlapping(r.data(CLIENT).add(116), padding.as_mut_ptr(), 12) };
+        assert_eq!(padding, [0; 12]);
         // The forged message is still there in the bytes after the word.
         let mut stale = [0u8; 8];
         // SAFETY: in bounds of ring 0's data area; single-threaded test.
