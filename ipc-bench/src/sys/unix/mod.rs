@@ -64,13 +64,16 @@ pub fn cpu_ns(pid: u32) -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
         // /proc/<pid>/task/<tid>/schedstat: "<ns on cpu> <ns waiting> <slices>",
-        // nanosecond resolution, unlike the tick-based /proc/<pid>/stat.
+        // nanosecond resolution, unlike the tick-based /proc/<pid>/stat. A
+        // thread that exits while the list is read leaves an empty or missing
+        // file: it is skipped, not taken as the whole process being unknown.
         let mut total = 0u64;
         let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
         for t in tasks.flatten() {
-            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-                total += s.split_whitespace().next()?.parse::<u64>().ok()?;
-            }
+            let ns = std::fs::read_to_string(t.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
+            total += ns.unwrap_or(0);
         }
         if total > 0 {
             return Some(total);
