@@ -207,12 +207,11 @@ impl RingRef {
     #[inline]
     fn word(&self, off: u64) -> &AtomicU64 {
         debug_assert!(off % HDR64 == 0 && off < self.cap);
-        // SAFETY: off + 8 <= cap, so the 8 bytes lie in the data area, which
-        // lives as long as `self` (the Arc); the area starts on a page and
-        // `off` is a multiple of 16, so they are aligned for a u64. Plain
-        // accesses to the same bytes (payload and `total` of other laps) are
-        // ordered against the atomic ones by happens-before (module docs,
+        // Plain accesses to the same bytes (payload and `total` of other laps)
+        // are ordered against the atomic ones by happens-before (module docs,
         // "Memory model"), and the word is only ever accessed as a whole u64.
+        // SAFETY: off + 8 <= cap: in the data area, alive as long as `self`
+        // (the Arc), and 8-aligned (page-aligned area, `off` a multiple of 16).
         unsafe { AtomicU64::from_ptr(self.data.add(off as usize).cast::<u64>()) }
     }
 
@@ -365,10 +364,10 @@ impl Producer {
         debug_assert!(off + advance <= self.ring.cap);
         debug_assert!(self.head + advance + HDR64 <= self.tail + self.ring.cap);
         let total = total.to_le_bytes();
-        // SAFETY: off + HDR <= off + advance <= cap, so the 8 bytes at off + 8
-        // are in the data area; they lie in [head, tail + cap), which the
-        // consumer has released (checked tail) and will not read before the
-        // word below is stored.
+        // The bytes lie in [head, tail + cap), which the consumer has released
+        // (checked tail) and will not read before the word below is stored.
+        // SAFETY: off + HDR <= off + advance <= cap: the 8 bytes at off + 8
+        // are in the data area and owned by the producer (above).
         unsafe {
             std::ptr::copy_nonoverlapping(total.as_ptr(), self.ring.data.add(off as usize + 8), 8)
         }
@@ -403,10 +402,10 @@ impl Producer {
             // atomically makes Miri's weak-memory emulation fail; the Rust
             // memory model allows it).
             let last = off as usize + HDR + (len & !(HDR - 1));
+            // The bytes are in [head, tail + cap), released by the consumer
+            // (checked tail) and not read by it before `commit` stores the word.
             // SAFETY: last + HDR = off + HDR + pad16(len) <= cap: inside the
-            // record reserve granted, in [head, tail + cap), released by the
-            // consumer (checked tail) and not read by it before `commit`
-            // stores the record's word.
+            // record reserve granted, owned by the producer (above).
             unsafe {
                 self.ring
                     .data
@@ -616,10 +615,10 @@ impl Consumer {
         let len = w >> 32;
         self.prefetch(off as usize, (HDR64 + pad16(len)).min(to_end) as usize);
         let mut t = [0u8; 8];
-        // SAFETY: off + HDR <= cap (offsets are multiples of 16), so the 8
-        // bytes at off + 8 are in the data area; the producer wrote them
-        // before the word we acquired and leaves them alone until we release
-        // the record.
+        // The producer wrote these bytes before the word we acquired and
+        // leaves them alone until we release the record.
+        // SAFETY: off + HDR <= cap (offsets are multiples of 16): the 8 bytes
+        // at off + 8 are in the data area, published (above).
         unsafe {
             std::ptr::copy_nonoverlapping(self.ring.data.add(off as usize + 8), t.as_mut_ptr(), 8)
         }
