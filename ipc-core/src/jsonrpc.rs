@@ -335,53 +335,42 @@ struct Members {
 
 impl<'de> Deserialize<'de> for Frame {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct FrameVisitor;
-        impl<'de> Visitor<'de> for FrameVisitor {
-            type Value = Frame;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Frame, A::Error> {
-                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-                while let Some(item) = seq.next_element::<Item>()? {
-                    items.push(item);
-                }
-                Ok(Frame::Batch(items))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Frame, A::Error> {
-                ItemVisitor.visit_map(map).map(Frame::Single)
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Frame, E> {
-                Ok(Frame::Single(Item::Other))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Frame, E> {
-                Ok(Frame::Single(Item::Other))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Frame, E> {
-                Ok(Frame::Single(Item::Other))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Frame, E> {
-                Ok(Frame::Single(Item::Other))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Frame, E> {
-                Ok(Frame::Single(Item::Other))
-            }
-            fn visit_unit<E>(self) -> Result<Frame, E> {
-                Ok(Frame::Single(Item::Other))
-            }
-        }
-        d.deserialize_any(FrameVisitor)
+        d.deserialize_any(Reader { top: true })
     }
 }
 
-struct ItemVisitor;
+impl<'de> Deserialize<'de> for Item {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match d.deserialize_any(Reader { top: false })? {
+            Frame::Single(item) => Ok(item),
+            Frame::Batch(_) => Ok(Item::Other),
+        }
+    }
+}
 
-impl<'de> Visitor<'de> for ItemVisitor {
-    type Value = Item;
+/// Reads a frame (`top`) or one entry of a batch: an array is a batch only
+/// at the top; any value but an object is not a message.
+struct Reader {
+    top: bool,
+}
+
+impl<'de> Visitor<'de> for Reader {
+    type Value = Frame;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Frame, A::Error> {
+        if !self.top {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            return Ok(Frame::Single(Item::Other));
+        }
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(item) = seq.next_element::<Item>()? {
+            items.push(item);
+        }
+        Ok(Frame::Batch(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Frame, A::Error> {
         let mut m = Members::default();
         while let Some(key) = map.next_key::<Member>()? {
             let slot = match key {
@@ -398,35 +387,25 @@ impl<'de> Visitor<'de> for ItemVisitor {
             };
             *slot = Some(map.next_value::<Value>()?);
         }
-        Ok(Item::Object(m))
+        Ok(Frame::Single(Item::Object(m)))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Item, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Item::Other)
+    fn visit_bool<E>(self, _: bool) -> Result<Frame, E> {
+        Ok(Frame::Single(Item::Other))
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Item, E> {
-        Ok(Item::Other)
+    fn visit_i64<E>(self, _: i64) -> Result<Frame, E> {
+        Ok(Frame::Single(Item::Other))
     }
-    fn visit_i64<E>(self, _: i64) -> Result<Item, E> {
-        Ok(Item::Other)
+    fn visit_u64<E>(self, _: u64) -> Result<Frame, E> {
+        Ok(Frame::Single(Item::Other))
     }
-    fn visit_u64<E>(self, _: u64) -> Result<Item, E> {
-        Ok(Item::Other)
+    fn visit_f64<E>(self, _: f64) -> Result<Frame, E> {
+        Ok(Frame::Single(Item::Other))
     }
-    fn visit_f64<E>(self, _: f64) -> Result<Item, E> {
-        Ok(Item::Other)
+    fn visit_str<E>(self, _: &str) -> Result<Frame, E> {
+        Ok(Frame::Single(Item::Other))
     }
-    fn visit_str<E>(self, _: &str) -> Result<Item, E> {
-        Ok(Item::Other)
-    }
-    fn visit_unit<E>(self) -> Result<Item, E> {
-        Ok(Item::Other)
-    }
-}
-
-impl<'de> Deserialize<'de> for Item {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ItemVisitor)
+    fn visit_unit<E>(self) -> Result<Frame, E> {
+        Ok(Frame::Single(Item::Other))
     }
 }
 
