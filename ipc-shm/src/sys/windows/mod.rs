@@ -162,18 +162,15 @@ mod bootstrap {
                 }
             };
             let _ = ready.send(Ok(()));
-            loop {
+            // Closing the listener closes the queue before it stops the
+            // endpoint, so either may come first; both end here, and the
+            // thread ends (dropping `stopped`, which releases a waiting
+            // `close`) only once the pipe is gone.
+            let ack = loop {
                 tokio::select! {
-                    ack = &mut stopped => {
-                        listener.close();
-                        drop(listener);
-                        pipe_gone(&pipe_addr).await;
-                        if let Ok(ack) = ack {
-                            let _ = ack.send(());
-                        }
-                        return;
-                    }
-                    () = queue.closed() => return,
+                    biased;
+                    ack = &mut stopped => break ack.ok(),
+                    () = queue.closed() => break None,
                     accepted = listener.accept() => match accepted {
                         Ok(pipe) => {
                             let at = process::now();
@@ -181,12 +178,18 @@ mod bootstrap {
                         }
                         Err(e) => {
                             if queue.send(Err(e)).await.is_err() {
-                                return;
+                                break None;
                             }
                             tokio::time::sleep(Duration::from_millis(10)).await;
                         }
                     },
                 }
+            };
+            listener.close();
+            drop(listener);
+            pipe_gone(&pipe_addr).await;
+            if let Some(ack) = ack {
+                let _ = ack.send(());
             }
         });
     }
