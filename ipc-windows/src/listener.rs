@@ -284,6 +284,11 @@ impl PipeListener {
 
     /// Stops listening: the waiting instances are closed, so new clients
     /// find no server. Accepted connections are unaffected. Idempotent.
+    ///
+    /// While accepted connections stay open the pipe's name still exists (a
+    /// name lives as long as any of its instances): new clients are then
+    /// refused as busy rather than not found, and [`connect`](crate::connect)
+    /// says both causes when it gives up.
     pub fn close(&mut self) {
         self.closed = true;
         self.waiting.clear();

@@ -343,6 +343,9 @@ impl ConnectOptions {
 /// [`Error::NotFound`] when no server serves the name,
 /// [`Error::PermissionDenied`] when its security descriptor excludes us, an
 /// I/O error saying so when every instance stayed busy for the busy timeout.
+/// A server that has closed its listener but still has connections open
+/// answers busy, not not-found: a pipe's name lives as long as any of its
+/// instances, connected ones included.
 pub async fn connect(addr: &Address) -> Result<PipeTransport> {
     connect_with(addr, &ConnectOptions::default()).await
 }
@@ -365,8 +368,10 @@ pub async fn connect_with(addr: &Address, options: &ConnectOptions) -> Result<Pi
                 if now >= deadline {
                     return Err(Error::io(
                         format!(
-                            "connecting to {path}: every instance of the pipe stayed busy for {:?}; \
-                             the server is not accepting connections fast enough, retry later",
+                            "connecting to {path}: every instance of the pipe stayed busy for {:?}: \
+                             the server is not accepting connections fast enough, or it has \
+                             stopped listening while connections it accepted stay open (a pipe's \
+                             name lives as long as any of its instances); retry later",
                             options.busy_timeout
                         ),
                         e,
