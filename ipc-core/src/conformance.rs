@@ -164,6 +164,7 @@ macro_rules! conformance_tests {
             half_close,
             peer_identity,
             cleanup,
+            close_after_serving,
             concurrent_connections,
             peer_disconnects_mid_stream,
             queued_connections_and_cancelled_accept,
@@ -497,6 +498,58 @@ pub async fn cleanup(b: &dyn Backend) {
     drop((ok(b, "connect", client), ok(b, "accept", server)));
     drop(listener);
     assert_gone(b, &addr, "drop").await;
+}
+
+/// Rounds of [`close_after_serving`].
+pub const CLOSE_ROUNDS: usize = 20;
+
+/// A listener that has just served a client, closed (even rounds) or dropped
+/// (odd rounds): a client connecting right after fails with
+/// [`Error::NotFound`], every round. Repeated because a backend whose accept
+/// machinery can be torn down in more than one order fails some rounds, not
+/// all. Then: a connection accepted before the listener closed keeps
+/// carrying bytes both ways after it.
+pub async fn close_after_serving(b: &dyn Backend) {
+    for round in 0..CLOSE_ROUNDS {
+        let mut listener = ok(b, "bind", b.bind().await);
+        let addr = listener.local_addr().clone();
+        let (client, server) = tokio::join!(b.connect(&addr), listener.accept());
+        let (client, server) = (ok(b, "connect", client), ok(b, "accept", server));
+        ping_pong(b, client, server, "before the listener closed").await;
+        let after = if round % 2 == 0 {
+            ok(b, "close", listener.close());
+            format!("close (round {round})")
+        } else {
+            drop(listener);
+            format!("drop (round {round})")
+        };
+        assert_gone(b, &addr, &after).await;
+    }
+
+    let mut listener = ok(b, "bind", b.bind().await);
+    let addr = listener.local_addr().clone();
+    let (client, server) = tokio::join!(b.connect(&addr), listener.accept());
+    let (client, server) = (ok(b, "connect", client), ok(b, "accept", server));
+    ok(b, "close", listener.close());
+    drop(listener);
+    ping_pong(b, client, server, "after the listener closed").await;
+    assert_gone(b, &addr, "the last connection ended").await;
+}
+
+/// Four bytes each way over a connection, which is then dropped.
+async fn ping_pong(
+    b: &dyn Backend,
+    mut client: BoxTransport,
+    mut server: BoxTransport,
+    when: &str,
+) {
+    let mut buf = [0u8; 4];
+    ok(b, "client write", client.write_all(b"ping").await);
+    ok(b, "server read", server.read_exact(&mut buf).await);
+    assert_same(b, &format!("ping {when}"), &buf, b"ping");
+    ok(b, "server write", server.write_all(b"pong").await);
+    ok(b, "client read", client.read_exact(&mut buf).await);
+    assert_same(b, &format!("pong {when}"), &buf, b"pong");
 }
 
 /// Number of clients in [`concurrent_connections`].

@@ -52,7 +52,7 @@ mod sys;
 mod transport;
 
 #[cfg(windows)]
-pub use listener::{PipeListener, PipeOptions, DEFAULT_BACKLOG, DEFAULT_BUFFER_SIZE};
+pub use listener::{PipeListener, PipeOptions, DEFAULT_BACKLOG, DEFAULT_BUFFER_SIZE, RELEASE_WAIT};
 #[cfg(windows)]
 pub use security::PipeAccess;
 #[cfg(windows)]

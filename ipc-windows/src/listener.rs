@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use ipc_core::{Address, BoxTransport, Error, Listener, PeerInfo, Result};
@@ -18,6 +19,10 @@ pub const DEFAULT_BUFFER_SIZE: u32 = 64 * 1024;
 /// Default number of instances waiting for clients: the backlog of
 /// connections that can be made before [`PipeListener::accept`] is called.
 pub const DEFAULT_BACKLOG: usize = 8;
+
+/// How long [`PipeListener::bind_when_released`] gives a name that is held
+/// to be released before it reports [`Error::AddressInUse`].
+pub const RELEASE_WAIT: Duration = Duration::from_millis(250);
 
 /// How a [`PipeListener`] creates its pipe. The default is secure: owner-only
 /// access and remote clients rejected.
@@ -137,9 +142,9 @@ fn create_error(path: &str, e: io::Error) -> Error {
     match e.raw_os_error().map(|c| c as u32) {
         // With FILE_FLAG_FIRST_PIPE_INSTANCE, ACCESS_DENIED means the name exists.
         Some(ERROR_ACCESS_DENIED) | Some(ERROR_PIPE_BUSY) => {
-            tracing::warn!(
+            tracing::debug!(
                 pipe = path,
-                "another process already serves this pipe name; refusing to share it"
+                "the pipe name is held by other instances; refusing to share it"
             );
             Error::AddressInUse {
                 endpoint: path.to_owned(),
@@ -205,6 +210,35 @@ impl PipeListener {
         };
         listener.refill()?;
         Ok(listener)
+    }
+
+    /// As [`PipeListener::bind_with`], but a name that is held gets up to
+    /// [`RELEASE_WAIT`] to be released before [`Error::AddressInUse`] is
+    /// reported; the facade's `bind` uses this.
+    ///
+    /// Closing a listener, or dropping a connection, cancels its instances'
+    /// pending I/O, and each instance's handle is released only once the
+    /// runtime has processed that cancellation. Binding the same name again
+    /// at once, without awaiting anything in between, finds them still
+    /// there; this waits on the runtime, which releases them meanwhile.
+    /// Every try still refuses to share the name with another server.
+    ///
+    /// # Errors
+    ///
+    /// As [`PipeListener::bind_with`]; [`Error::AddressInUse`] once the name
+    /// has stayed held for [`RELEASE_WAIT`].
+    pub async fn bind_when_released(addr: &Address, options: &PipeOptions) -> Result<Self> {
+        let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
+        let mut delay = Duration::from_millis(1);
+        loop {
+            match Self::bind_with(addr, options) {
+                Err(Error::AddressInUse { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(20));
+                }
+                bound => return bound,
+            }
+        }
     }
 
     /// The Windows path of the pipe, `\\.\pipe\<name>`.

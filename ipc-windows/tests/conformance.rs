@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use ipc_core::conformance::Backend;
 use ipc_core::{Address, BoxListener, BoxTransport, Result};
-use ipc_windows::PipeListener;
+use ipc_windows::{PipeListener, PipeOptions};
 
 /// Pipes with fresh names, unique to this process and backend instance.
 struct PipeBackend {
@@ -44,8 +44,11 @@ impl Backend for PipeBackend {
         Ok(Box::new(ipc_windows::connect(addr).await?))
     }
 
+    /// As the facade binds: a name that was just closed gets its instances
+    /// released first (see `PipeListener::bind_when_released`).
     async fn bind_at(&self, addr: &Address) -> Option<Result<BoxListener>> {
-        Some(PipeListener::bind(addr).map(|l| Box::new(l) as BoxListener))
+        let bound = PipeListener::bind_when_released(addr, &PipeOptions::new()).await;
+        Some(bound.map(|l| Box::new(l) as BoxListener))
     }
 }
 

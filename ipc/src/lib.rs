@@ -172,13 +172,13 @@ pub async fn bind_address(address: &Address, options: &BindOptions) -> Result<Bo
                 if #[cfg(unix)] {
                     bind_unix(address, options)
                 } else if #[cfg(windows)] {
-                    bind_pipe(address, options)
+                    bind_pipe(address, options).await
                 } else {
                     Err(disabled(address, "unix", " (no local backend on this platform)"))
                 }
             }
         }
-        Address::Pipe(_) => bind_pipe(address, options),
+        Address::Pipe(_) => bind_pipe(address, options).await,
         Address::Shm(_) => bind_shm(address, options).await,
         Address::Tcp(_) => bind_tcp(address).await,
         _ => Err(disabled(address, "unix", "")),
@@ -296,20 +296,22 @@ cfg_if::cfg_if! {
 
 cfg_if::cfg_if! {
     if #[cfg(all(windows, feature = "windows"))] {
-        fn bind_pipe(address: &Address, options: &BindOptions) -> Result<BoxListener> {
+        async fn bind_pipe(address: &Address, options: &BindOptions) -> Result<BoxListener> {
             // A mode that opens the endpoint to others maps to a DACL for every
             // local user; group bits have no pipe equivalent without a SID.
             let mut opts = ipc_windows::PipeOptions::new();
             if options.mode.is_some_and(|m| m & 0o006 != 0) {
                 opts = opts.access(ipc_windows::PipeAccess::Everyone);
             }
-            Ok(Box::new(ipc_windows::PipeListener::bind_with(address, &opts)?))
+            Ok(Box::new(
+                ipc_windows::PipeListener::bind_when_released(address, &opts).await?,
+            ))
         }
         async fn connect_pipe(address: &Address) -> Result<BoxTransport> {
             Ok(Box::new(ipc_windows::connect(address).await?))
         }
     } else {
-        fn bind_pipe(address: &Address, _: &BindOptions) -> Result<BoxListener> {
+        async fn bind_pipe(address: &Address, _: &BindOptions) -> Result<BoxListener> {
             Err(disabled(address, "windows", " (named pipes exist only on Windows)"))
         }
         async fn connect_pipe(address: &Address) -> Result<BoxTransport> {

@@ -154,13 +154,14 @@ mod bootstrap {
             }
         };
         rt.block_on(async move {
-            let mut listener = match PipeListener::bind_with(&pipe_addr, &PipeOptions::new()) {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = ready.send(Err(e));
-                    return;
-                }
-            };
+            let mut listener =
+                match PipeListener::bind_when_released(&pipe_addr, &PipeOptions::new()).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
             let _ = ready.send(Ok(()));
             // Closing the listener closes the queue before it stops the
             // endpoint, so either may come first; both end here, and the
