@@ -504,7 +504,8 @@ pub async fn cleanup(b: &dyn Backend) {
 pub const CLOSE_ROUNDS: usize = 20;
 
 /// A listener that has just served a client, closed (even rounds) or dropped
-/// (odd rounds): a client connecting right after fails with
+/// (odd rounds), half of the time with an accept started and given up on
+/// just before: a client connecting right after fails with
 /// [`Error::NotFound`], every round. Repeated because a backend whose accept
 /// machinery can be torn down in more than one order fails some rounds, not
 /// all. Then: a connection accepted before the listener closed keeps
@@ -516,6 +517,14 @@ pub async fn close_after_serving(b: &dyn Backend) {
         let (client, server) = tokio::join!(b.connect(&addr), listener.accept());
         let (client, server) = (ok(b, "connect", client), ok(b, "accept", server));
         ping_pong(b, client, server, "before the listener closed").await;
+        if round % 4 >= 2 {
+            let waited = tokio::time::timeout(Duration::from_millis(1), listener.accept()).await;
+            assert!(
+                waited.is_err(),
+                "[{}] accept returned with no client connecting",
+                b.name()
+            );
+        }
         let after = if round % 2 == 0 {
             ok(b, "close", listener.close());
             format!("close (round {round})")

@@ -317,15 +317,34 @@ impl PipeListener {
     }
 
     /// Stops listening: the waiting instances are closed, so new clients
-    /// find no server. Accepted connections are unaffected. Idempotent.
+    /// find no server. Accepted connections are unaffected. Idempotent; also
+    /// done on drop.
     ///
     /// While accepted connections stay open the pipe's name still exists (a
     /// name lives as long as any of its instances): new clients are then
     /// refused as busy rather than not found, and [`connect`](crate::connect)
     /// says both causes when it gives up.
     pub fn close(&mut self) {
+        if self.closed {
+            return;
+        }
         self.closed = true;
+        let instances = self.waiting.len();
         self.waiting.clear();
+        // An instance whose connect is pending (an accept was started and
+        // dropped) keeps its handle after the drop until the runtime has
+        // processed the cancelled connect, and would take a client meanwhile.
+        // Taking each such instance ourselves, and letting go at once, leaves
+        // none listening: a client then finds the name busy for a moment, then
+        // gone. Only instances of ours can listen under the name: every bind
+        // takes it with the first-instance flag.
+        sys::take_listening_instances(&self.path, instances);
+    }
+}
+
+impl Drop for PipeListener {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

@@ -283,6 +283,22 @@ pub fn pipe_server_pid(pipe: &impl AsRawHandle) -> io::Result<u32> {
     Ok(pid)
 }
 
+/// Opens and at once closes every instance of the pipe at `path` that still
+/// listens, at most `limit`; stops at the first open that fails (no instance
+/// left, or only busy ones).
+pub fn take_listening_instances(path: &str, limit: usize) {
+    for _ in 0..limit {
+        let taken = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .security_qos_flags(SECURITY_IDENTIFICATION)
+            .open(path);
+        if taken.is_err() {
+            break;
+        }
+    }
+}
+
 /// Opens the client end of a named pipe, once: every open takes one of the
 /// server's instances, so the read mode is chosen on this very handle.
 /// Message-type pipes (ours) are read in message mode, which carries the
