@@ -197,10 +197,11 @@ mod bootstrap {
 
     /// Waits (at most five seconds) until no instance of the pipe exists: a
     /// closed instance's handle is released only once the runtime has seen
-    /// its pending connect cancelled, and a client must not reach it after
-    /// `close` returns. The bound is in time, not in checks: a check returns
-    /// at once while an instance is still listening, and on a loaded machine
-    /// the release can take a while.
+    /// its pending connect cancelled. `PipeListener::close` already keeps
+    /// clients from reaching such an instance; this makes `close` return
+    /// only once the name is gone, so it can be bound again at once. The
+    /// bound is in time, not in checks: on a loaded machine the release can
+    /// take a while.
     async fn pipe_gone(pipe_addr: &Address) {
         use windows_sys::Win32::Foundation::{GetLastError, ERROR_FILE_NOT_FOUND};
         use windows_sys::Win32::System::Pipes::WaitNamedPipeW;
