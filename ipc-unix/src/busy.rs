@@ -1,8 +1,12 @@
 //! Busy polling of reads: the adaptive policy behind
-//! [`UnixTransport::set_busy_poll`](crate::UnixTransport::set_busy_poll) and
-//! the non-blocking receive it retries.
+//! [`UnixTransport::set_busy_poll`](crate::UnixTransport::set_busy_poll), the
+//! non-blocking receive it retries and how it hands the thread back between
+//! two tries.
 
+use std::future::Future;
 use std::io;
+use std::pin::pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
@@ -18,16 +22,17 @@ const EWMA_SHIFT: u32 = 2;
 /// A *wait* starts when a read finds no data and ends when a read returns
 /// data (or end of stream, or an error). The policy keeps an exponentially
 /// weighted estimate of how long recent waits lasted, each sample capped at
-/// twice the budget, and spins on a new wait only while that estimate is
-/// below the budget: a peer that answers within the budget is polled for, a
-/// slow or idle one is waited for on the reactor straight away. A wait that
-/// parked is still timed (until the woken read gets its data), so the
-/// estimate falls again once the peer answers quickly, and spinning resumes.
+/// twice the budget, and polls during a new wait only while that estimate
+/// is below the budget: a peer that answers within the budget is polled
+/// for, a slow or idle one is waited for on the reactor straight away. A
+/// wait that parked is still timed (until the woken read gets its data), so
+/// the estimate falls again once the peer answers quickly, and polling
+/// resumes.
 ///
-/// Each wait spins at most once, on the first poll that finds no data, for
-/// at most the budget, so a read never holds the runtime's thread longer
-/// than the budget, and the CPU spent spinning is at most one budget per
-/// wait.
+/// A wait polls from the read that starts it until the budget has passed,
+/// then waits on the reactor; the CPU spent polling is at most one budget
+/// per wait. Between two polls the runtime runs the other tasks ready on
+/// its thread (see [`poll_again`]), so polling never holds the thread.
 #[derive(Debug, Clone)]
 pub(crate) struct BusyPoll {
     budget: Duration,
@@ -35,6 +40,8 @@ pub(crate) struct BusyPoll {
     estimate: u64,
     /// When the current wait started, if a read is waiting.
     waiting_since: Option<Instant>,
+    /// Until when the current wait polls; `None` once it waits on the reactor.
+    poll_until: Option<Instant>,
 }
 
 impl BusyPoll {
@@ -44,6 +51,7 @@ impl BusyPoll {
             budget,
             estimate: 0,
             waiting_since: None,
+            poll_until: None,
         })
     }
 
@@ -61,20 +69,32 @@ impl BusyPoll {
         Duration::from_nanos(self.estimate)
     }
 
-    /// A read found no data at `now`. Returns the time until which to spin
-    /// if this wait should spin: only on the poll that starts the wait, and
-    /// only while recent waits were shorter than the budget.
-    pub(crate) fn begin_wait(&mut self, now: Instant) -> Option<Instant> {
-        if self.waiting_since.is_some() {
-            return None;
+    /// A read found no data at `now`: whether it should poll again rather
+    /// than wait on the reactor. A wait polls from its first read (when
+    /// recent waits were shorter than the budget) until the budget has
+    /// passed; after that it waits on the reactor until it ends.
+    pub(crate) fn keep_polling(&mut self, now: Instant) -> bool {
+        let since = match self.waiting_since {
+            Some(since) => since,
+            None => {
+                self.waiting_since = Some(now);
+                self.poll_until = (self.estimate < self.budget_ns()).then(|| now + self.budget);
+                now
+            }
+        };
+        match self.poll_until {
+            Some(until) if now < until && now >= since => true,
+            _ => {
+                self.poll_until = None;
+                false
+            }
         }
-        self.waiting_since = Some(now);
-        (self.estimate < self.budget_ns()).then(|| now + self.budget)
     }
 
     /// A read returned at `now`; ends the current wait, if any, and adds its
     /// length to the estimate.
     pub(crate) fn end_wait(&mut self, now: Instant) {
+        self.poll_until = None;
         if let Some(since) = self.waiting_since.take() {
             let cap = self.budget_ns().saturating_mul(2);
             let sample = u64::try_from(now.saturating_duration_since(since).as_nanos())
@@ -88,31 +108,35 @@ impl BusyPoll {
     pub(crate) fn waiting(&self) -> bool {
         self.waiting_since.is_some()
     }
+}
 
-    /// Retries a non-blocking receive until data comes or `deadline`
-    /// passes, yielding the CPU (`sched_yield`) before each attempt. `None`
-    /// when the deadline passed without data.
-    ///
-    /// The yield matters when the peer waits for this very core: the kernel
-    /// tends to wake a socket's reader on the writer's CPU, so a peer woken
-    /// by this process's last write often sits in this core's run queue
-    /// behind the poller. Yielding lets it run at once, and costs one cheap system
-    /// call when nothing else wants the core.
-    pub(crate) fn spin(
-        stream: &UnixStream,
-        buf: &mut ReadBuf<'_>,
-        deadline: Instant,
-    ) -> Option<io::Result<()>> {
-        loop {
-            std::thread::yield_now();
-            if let Some(r) = recv_now(stream, buf) {
-                return Some(r);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-        }
+/// One more poll of a wait that keeps polling: yields the CPU
+/// (`sched_yield`), tries a receive, and when there is still no data, has
+/// the runtime poll the task again once the other tasks ready on its thread
+/// have run (the wake-up [`tokio::task::yield_now`] arranges), without
+/// registering with the reactor.
+///
+/// The yield of the CPU matters when the peer waits for this very core: the
+/// kernel tends to wake a socket's reader on the writer's CPU, so a peer
+/// woken by this process's last write often sits in this core's run queue
+/// behind the poller. Yielding lets it run at once, and costs one cheap
+/// system call when nothing else wants the core. Handing the thread back to
+/// the runtime between polls matters when the peer waits for a task of this
+/// process: a reply queued for another task to write, or a caller about to
+/// send its next request, runs before the next poll instead of after the
+/// budget.
+pub(crate) fn poll_again(
+    stream: &UnixStream,
+    buf: &mut ReadBuf<'_>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    std::thread::yield_now();
+    if let Some(r) = recv_now(stream, buf) {
+        return Poll::Ready(r);
     }
+    // Its first poll arranges the wake-up and returns `Pending`.
+    let _ = pin!(tokio::task::yield_now()).poll(cx);
+    Poll::Pending
 }
 
 /// One `recv(MSG_DONTWAIT)` into the unfilled part of `buf`: `None` when no
@@ -150,9 +174,9 @@ mod tests {
 
     const US: Duration = Duration::from_micros(1);
 
-    /// Runs one wait of `len` starting at `t` and returns whether it spun.
+    /// Runs one wait of `len` starting at `t` and returns whether it polled.
     fn wait(p: &mut BusyPoll, t: &mut Instant, len: Duration) -> bool {
-        let spun = p.begin_wait(*t).is_some();
+        let spun = p.keep_polling(*t);
         *t += len;
         p.end_wait(*t);
         spun
@@ -188,7 +212,7 @@ mod tests {
         assert!(p.estimate() <= 100 * US);
         // Quick answers (a woken read still measures them) bring it back.
         let resumed = (0..10).position(|_| {
-            let s = p.begin_wait(t).is_some();
+            let s = p.keep_polling(t);
             t += 5 * US;
             p.end_wait(t);
             s
@@ -197,16 +221,20 @@ mod tests {
     }
 
     #[test]
-    fn a_wait_spins_only_on_its_first_poll() {
+    fn a_wait_polls_until_its_budget_has_passed() {
         let mut p = BusyPoll::new(50 * US).unwrap();
         let t = Instant::now();
-        assert_eq!(p.begin_wait(t), Some(t + 50 * US));
+        assert!(p.keep_polling(t));
         assert!(p.waiting());
-        // A second poll of the same wait (a spurious wake) parks at once.
-        assert_eq!(p.begin_wait(t + US), None);
-        p.end_wait(t + 2 * US);
+        assert!(p.keep_polling(t + 49 * US));
+        assert!(!p.keep_polling(t + 50 * US), "the budget has passed");
+        // Once it waits on the reactor, a poll of the same wait (a spurious
+        // wake) does not start polling again.
+        assert!(!p.keep_polling(t + 10 * US));
+        p.end_wait(t + 60 * US);
         assert!(!p.waiting());
-        assert!(p.begin_wait(t + 3 * US).is_some());
+        // A new wait polls again (its estimate is still below the budget).
+        assert!(p.keep_polling(t + 61 * US));
     }
 
     #[test]

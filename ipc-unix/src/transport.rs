@@ -84,25 +84,28 @@ impl UnixTransport {
     /// A read that waits on the reactor costs a failed `recv`, an
     /// `epoll_wait` that puts the thread to sleep, a wake-up and a second
     /// `recv`: several microseconds that a blocking socket read does not pay.
-    /// With busy polling, a read that finds the socket empty retries a
-    /// non-blocking `recv` (yielding the CPU before each attempt, so a peer
-    /// waiting for this core can run) and returns as soon as data comes,
-    /// saving the sleep and the wake-up when the answer comes within the
-    /// budget.
+    /// With busy polling, a read that finds the socket empty keeps retrying
+    /// a non-blocking `recv` and returns as soon as data comes, saving the
+    /// sleep and the wake-up when the answer comes within the budget. Before
+    /// each retry it yields the CPU, so a peer waiting for this core can
+    /// run, and hands the thread back to the runtime, so the other tasks
+    /// ready on it run too (a reply another task is to write, the caller of
+    /// a request about to send the next one): the read is polled again
+    /// after them, rather than waiting on the reactor.
     ///
     /// It is adaptive: it keeps an estimate of how long recent reads waited
     /// (each wait counted at most twice the budget) and polls only while
     /// that estimate is below the budget. A peer that answers slower than
     /// the budget, or a connection that is idle, makes reads wait on the
     /// reactor at once after a few waits. A quiet connection costs at most
-    /// one budget of CPU per wait: each wait polls at most once, on the read
-    /// that starts it, then sleeps on the reactor.
+    /// one budget of CPU per wait: each wait polls from the read that starts
+    /// it until the budget has passed, then sleeps on the reactor.
     ///
     /// # When to turn it on
     ///
-    /// Off by default because it spends CPU for latency: while it polls, the
-    /// runtime's thread is busy and no other task on it runs. Turn it on for
-    /// a latency-sensitive request/response connection whose peer usually
+    /// Off by default because it spends CPU for latency: while a read polls,
+    /// the runtime's thread does not sleep. Turn it on for a
+    /// latency-sensitive request/response connection whose peer usually
     /// answers within tens of microseconds (a local service called in a
     /// loop), on a machine with a core to spare for each polling thread.
     /// Leave it off for connections that mostly idle or stream, for many
@@ -111,10 +114,8 @@ impl UnixTransport {
     /// (tails especially).
     ///
     /// A budget of 10 to 50 µs suits a local peer. A read stops polling once
-    /// the budget has passed since it found the socket empty, so it holds
-    /// the runtime's thread no longer than that (plus whatever time the OS
-    /// gives other threads when the poller yields). Reads stay cancel safe:
-    /// data is only ever read into the caller's buffer.
+    /// the budget has passed since it found the socket empty. Reads stay
+    /// cancel safe: data is only ever read into the caller's buffer.
     ///
     /// # Examples
     ///
@@ -291,15 +292,10 @@ impl AsyncRead for UnixTransport {
         }
         let r = match busy::recv_now(&this.stream, buf) {
             Some(r) => r,
-            None => {
-                let spun = policy
-                    .begin_wait(Instant::now())
-                    .and_then(|deadline| BusyPoll::spin(&this.stream, buf, deadline));
-                match spun {
-                    Some(r) => r,
-                    None => ready!(Pin::new(&mut this.stream).poll_read(cx, buf)),
-                }
+            None if policy.keep_polling(Instant::now()) => {
+                ready!(busy::poll_again(&this.stream, buf, cx))
             }
+            None => ready!(Pin::new(&mut this.stream).poll_read(cx, buf)),
         };
         if policy.waiting() {
             policy.end_wait(Instant::now());
