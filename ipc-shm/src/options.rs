@@ -73,10 +73,13 @@ impl ShmOptions {
         self
     }
 
-    /// How long an async read or write spins inside `poll` before it waits
-    /// on the doorbell. Zero (the default) never holds a runtime thread;
-    /// a few microseconds cut the latency of request/response traffic to
-    /// that of the blocking API, at the cost of a busy runtime thread.
+    /// How long an async read or write spins before it waits on the
+    /// doorbell. Zero (the default) never spins; a few microseconds cut the
+    /// latency of request/response traffic to that of the blocking API, at
+    /// the cost of a busy runtime thread. The spin holds the thread for at
+    /// most 2 µs at a time: in between, the runtime runs the other tasks
+    /// ready on it (such as the one that writes a reply) and polls the
+    /// spinning task again.
     pub fn async_spin(mut self, d: Duration) -> Self {
         self.async_spin = d;
         self

@@ -11,11 +11,14 @@
 //! thread pool (`RegisterWaitForSingleObject`), which wakes the task. Either
 //! way no thread is parked or spawned per connection and an idle connection
 //! costs nothing. Optionally, `poll_read` and `poll_write` first spin for
-//! [`ShmOptions::async_spin`] for the lowest latency.
+//! [`ShmOptions::async_spin`] for the lowest latency, a few microseconds at a
+//! time, handing the thread back to the runtime in between so that the other
+//! tasks on it keep running.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -80,6 +83,10 @@ pub struct ShmTransport {
     wakers: Arc<Wakers>,
     joint: Waker,
     async_spin: Duration,
+    /// When the current read found the ring empty, while it spins.
+    read_spin: Option<Instant>,
+    /// When the current write found the ring full, while it spins.
+    write_spin: Option<Instant>,
     hung_up: bool,
 }
 
@@ -113,6 +120,8 @@ impl ShmTransport {
             joint,
             wakers,
             async_spin: opts.async_spin,
+            read_spin: None,
+            write_spin: None,
             hung_up: false,
         })
     }
@@ -141,17 +150,64 @@ impl ShmTransport {
         self.wire.poll_wait(&self.joint, &mut self.hung_up)
     }
 
-    fn spin_until(&mut self, mut ready: impl FnMut(&mut Self) -> bool) {
-        let start = Instant::now();
+    /// Spins for what `ready` waits for, as part of a wait that started at
+    /// `*since` (now, if it is `None`): in place for at most [`SPIN_SLICE`],
+    /// then, while the wait's [`ShmOptions::async_spin`] lasts, by handing
+    /// the thread back to the runtime and spinning again when polled.
+    ///
+    /// Handing the thread back matters when what the peer waits for is a
+    /// task of this process (a reply queued for another task to write, a
+    /// caller about to send its next request): it runs before the next
+    /// slice instead of after the whole spin.
+    fn spin(
+        &mut self,
+        since: &mut Option<Instant>,
+        cx: &mut Context<'_>,
+        mut ready: impl FnMut(&mut Self) -> bool,
+    ) -> Spin {
+        if self.async_spin.is_zero() {
+            return Spin::Over;
+        }
+        let now = Instant::now();
+        let end = *since.get_or_insert(now) + self.async_spin;
+        if now >= end {
+            return Spin::Over;
+        }
+        let slice_end = (now + SPIN_SLICE).min(end);
         let mut n = 0u32;
-        while !ready(self) {
+        loop {
+            if ready(self) {
+                return Spin::Ready;
+            }
             spin_hint();
             n = n.wrapping_add(1);
-            if n % 32 == 0 && start.elapsed() >= self.async_spin {
-                break;
+            if n % 32 == 0 {
+                let now = Instant::now();
+                if now >= end {
+                    return Spin::Over;
+                }
+                if now >= slice_end {
+                    // Its first poll arranges the wake-up and returns `Pending`.
+                    let _ = pin!(tokio::task::yield_now()).poll(cx);
+                    return Spin::Again;
+                }
             }
         }
     }
+}
+
+/// Longest a spinning read or write holds the runtime's thread at a time.
+const SPIN_SLICE: Duration = Duration::from_micros(2);
+
+/// What [`ShmTransport::spin`] came to.
+enum Spin {
+    /// What it waited for may have come: look again.
+    Ready,
+    /// Not yet; the task is to be polled again soon, and the poll returns
+    /// `Pending`.
+    Again,
+    /// The spin is over: wait on the doorbell.
+    Over,
 }
 
 impl Transport for ShmTransport {
@@ -170,7 +226,7 @@ impl AsyncRead for ShmTransport {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        let (mut spun, mut prepared) = (this.async_spin.is_zero(), false);
+        let mut prepared = false;
         loop {
             // The closed flag first: what the peer published before closing
             // is then visible to the read below.
@@ -181,19 +237,28 @@ impl AsyncRead for ShmTransport {
             {
                 Err(e) => return Poll::Ready(Err(e.into())),
                 Ok(Some(n)) => {
+                    this.read_spin = None;
                     buf.advance(n);
                     this.notify();
                     return Poll::Ready(Ok(()));
                 }
-                Ok(None) if closed => return Poll::Ready(Ok(())),
+                Ok(None) if closed => {
+                    this.read_spin = None;
+                    return Poll::Ready(Ok(()));
+                }
                 Ok(None) => {}
             }
-            if !spun {
-                spun = true;
-                this.spin_until(|t| t.rx.watch() || t.bells.peer_closed() != 0);
-                continue;
-            }
             if !prepared {
+                let mut since = this.read_spin.take();
+                let spun = this.spin(&mut since, cx, |t| {
+                    t.rx.watch() || t.bells.peer_closed() != 0
+                });
+                this.read_spin = since;
+                match spun {
+                    Spin::Ready => continue,
+                    Spin::Again => return Poll::Pending,
+                    Spin::Over => {}
+                }
                 Wakers::set(&this.wakers.read, cx.waker());
                 this.bells.prepare_sleep(ASYNC_SLEEP);
                 prepared = true;
@@ -214,7 +279,7 @@ impl AsyncWrite for ShmTransport {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let (mut spun, mut prepared) = (this.async_spin.is_zero(), false);
+        let mut prepared = false;
         loop {
             if this.hung_up || this.bells.peer_closed() & CLOSED_GONE != 0 {
                 return Poll::Ready(Err(Error::Disconnected.into()));
@@ -222,19 +287,23 @@ impl AsyncWrite for ShmTransport {
             match this.tx.try_write_stream(buf) {
                 Err(e) => return Poll::Ready(Err(e.into())),
                 Ok(Some(n)) => {
+                    this.write_spin = None;
                     this.notify();
                     return Poll::Ready(Ok(n));
                 }
                 Ok(None) => {}
             }
-            if !spun {
-                spun = true;
-                this.spin_until(|t| {
+            if !prepared {
+                let mut since = this.write_spin.take();
+                let spun = this.spin(&mut since, cx, |t| {
                     t.tx.tail_moved().unwrap_or(true) || t.bells.peer_closed() != 0
                 });
-                continue;
-            }
-            if !prepared {
+                this.write_spin = since;
+                match spun {
+                    Spin::Ready => continue,
+                    Spin::Again => return Poll::Pending,
+                    Spin::Over => {}
+                }
                 Wakers::set(&this.wakers.write, cx.waker());
                 this.bells.prepare_sleep(ASYNC_SLEEP);
                 prepared = true;
