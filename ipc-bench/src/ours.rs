@@ -123,7 +123,10 @@ fn serve_jsonrpc(ctx: &ServeCtx) -> anyhow::Result<()> {
     })
 }
 
-async fn serve_router<L: ipc_core::Listener>(ctx: &ServeCtx, listener: L) -> anyhow::Result<()> {
+pub(crate) async fn serve_router<L: ipc_core::Listener>(
+    ctx: &ServeCtx,
+    listener: L,
+) -> anyhow::Result<()> {
     let handle = ipc_core::Server::builder()
         .max_in_flight(rpc::MAX_IN_FLIGHT)
         .build()

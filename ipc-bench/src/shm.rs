@@ -1,6 +1,6 @@
 //! This workspace's shared-memory transport (`ipc-shm`): the blocking
-//! message API (spin, then futex or event) and the async byte-stream
-//! transport, on Unix and Windows.
+//! message API (spin, then futex or event), the async byte-stream transport,
+//! and JSON-RPC's `Server` and `Client` over it, on Unix and Windows.
 
 use std::io;
 use std::path::Path;
@@ -9,9 +9,10 @@ use std::time::Duration;
 use ipc_core::Address;
 use ipc_shm::{ShmConnection, ShmListener, ShmOptions, ShmTransport};
 
-use crate::mech::SyncSession;
 use crate::mech::{current_thread, AsyncSession, Group, Mechanism, ServeCtx, ServerKind};
+use crate::mech::{Session, SyncSession};
 use crate::proto::{self, MsgSync, MAX_MSG};
+use crate::rpc::{self, RpcSession};
 use crate::streams::Framed4;
 
 /// Spin of the async variant that spins (`ipc-shm-async-spin`).
@@ -78,7 +79,51 @@ pub fn mechanisms() -> Vec<Mechanism> {
                 })
             },
         },
+        Mechanism {
+            name: "ipc-jsonrpc-shm",
+            group: Group::Ours,
+            baseline: "ipc-jsonrpc",
+            about:
+                "JSON-RPC calls: ipc_core::Client to ipc_core::Server over ipc_shm::ShmTransport \
+                    (1 MiB rings, no spin), length-delimited framing",
+            server: ServerKind::Child,
+            serve: |ctx| serve_jsonrpc(ctx, None),
+            connect: |ctx| jsonrpc_session(&ctx.endpoint, None),
+        },
+        Mechanism {
+            name: "ipc-jsonrpc-shm-spin",
+            group: Group::Ours,
+            baseline: "ipc-jsonrpc",
+            about: "as ipc-jsonrpc-shm, with async_spin(20 us) on both sides",
+            server: ServerKind::Child,
+            serve: |ctx| serve_jsonrpc(ctx, Some(ASYNC_SPIN)),
+            connect: |ctx| jsonrpc_session(&ctx.endpoint, Some(ASYNC_SPIN)),
+        },
     ]
+}
+
+/// Options of the JSON-RPC mechanisms: the default rings (calls are small).
+fn rpc_options(async_spin: Option<Duration>) -> ShmOptions {
+    ShmOptions::new().async_spin(async_spin.unwrap_or(Duration::ZERO))
+}
+
+fn serve_jsonrpc(ctx: &ServeCtx, spin: Option<Duration>) -> anyhow::Result<()> {
+    let rt = rpc::server_runtime()?;
+    rt.block_on(async {
+        let listener = ShmListener::bind_with(&addr(&ctx.endpoint), rpc_options(spin))?;
+        crate::ours::serve_router(ctx, listener).await
+    })
+}
+
+fn jsonrpc_session(endpoint: &Path, spin: Option<Duration>) -> anyhow::Result<Box<dyn Session>> {
+    let address = addr(endpoint);
+    RpcSession::boxed(move || {
+        let address = address.clone();
+        async move {
+            let t = ShmTransport::connect(&address, &rpc_options(spin)).await?;
+            Ok(rpc::ipc_client(ipc_core::Client::builder().build(t)))
+        }
+    })
 }
 
 /// The blocking message API as a benchmark channel.
