@@ -169,11 +169,14 @@ impl ShmTransport {
             return Spin::Over;
         }
         let now = Instant::now();
-        let end = *since.get_or_insert(now) + self.async_spin;
-        if now >= end {
+        let start = *since.get_or_insert(now);
+        let left = self
+            .async_spin
+            .saturating_sub(now.saturating_duration_since(start));
+        if left.is_zero() {
             return Spin::Over;
         }
-        let slice_end = (now + SPIN_SLICE).min(end);
+        let slice = left.min(SPIN_SLICE);
         let mut n = 0u32;
         loop {
             if ready(self) {
@@ -181,16 +184,13 @@ impl ShmTransport {
             }
             spin_hint();
             n = n.wrapping_add(1);
-            if n % 32 == 0 {
-                let now = Instant::now();
-                if now >= end {
+            if n % 32 == 0 && now.elapsed() >= slice {
+                if slice == left {
                     return Spin::Over;
                 }
-                if now >= slice_end {
-                    // Its first poll arranges the wake-up and returns `Pending`.
-                    let _ = pin!(tokio::task::yield_now()).poll(cx);
-                    return Spin::Again;
-                }
+                // Its first poll arranges the wake-up and returns `Pending`.
+                let _ = pin!(tokio::task::yield_now()).poll(cx);
+                return Spin::Again;
             }
         }
     }
