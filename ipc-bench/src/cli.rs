@@ -191,9 +191,10 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
                   process (the client drives it from the benchmark thread; the server task is \
                   spawned on it), the choice for lowest latency on one connection; blocking \
                   mechanisms use plain threads. JSON-RPC level: every server runs on a \
-                  two-worker multi-thread runtime, every client on one current-thread \
-                  runtime; jsonrpsee's HTTP/1.1 client serves requests in flight on one \
-                  client from its connection pool"
+                  two-worker multi-thread runtime (one worker for the two whose client \
+                  busy-polls, ipc-jsonrpc-busypoll and jsonrpc-ipc-server-polled), every client \
+                  on one current-thread runtime; jsonrpsee's HTTP/1.1 client serves requests \
+                  in flight on one client from its connection pool"
             .to_owned(),
     };
     let plan = run::Plan {

@@ -69,12 +69,12 @@ pub fn mechanisms() -> Vec<Mechanism> {
         name: "ipc-jsonrpc-busypoll",
         group: Group::Ours,
         baseline: "ipc-jsonrpc",
-        about: "as ipc-jsonrpc, the server's connections busy-polling \
-                (ipc_unix::BindOptions::busy_poll, adaptive, 50 us budget); the client as for \
-                every server",
+        about: "as ipc-jsonrpc, with busy polling on both ends (adaptive, 50 us budget): \
+                the server's connections (ipc_unix::BindOptions::busy_poll, server on a \
+                one-worker runtime) and the client's (UnixTransport::set_busy_poll)",
         server: ServerKind::Child,
         serve: serve_jsonrpc_busypoll,
-        connect: |ctx| jsonrpc_session(ctx.endpoint, Framing::LengthDelimited),
+        connect: |ctx| rpc::polling_session(ctx.endpoint, Framing::LengthDelimited),
     });
     v
 }
@@ -136,15 +136,11 @@ pub(crate) async fn serve_router<L: ipc_core::Listener>(
     Ok(())
 }
 
-/// Busy-poll budget of `ipc-jsonrpc-busypoll`'s server.
-#[cfg(unix)]
-const BUSY_POLL: std::time::Duration = std::time::Duration::from_micros(50);
-
 #[cfg(unix)]
 fn serve_jsonrpc_busypoll(ctx: &ServeCtx) -> anyhow::Result<()> {
-    let rt = rpc::server_runtime()?;
+    let rt = rpc::polling_server_runtime()?;
     rt.block_on(async {
-        let opts = ipc_unix::BindOptions::new().busy_poll(BUSY_POLL);
+        let opts = ipc_unix::BindOptions::new().busy_poll(rpc::BUSY_POLL);
         let address = Address::Unix(ctx.endpoint.clone());
         let listener = ipc_unix::UnixListener::bind_with(&address, &opts)?;
         serve_router(ctx, listener).await

@@ -14,6 +14,8 @@ pub fn mechanisms() -> Vec<Mechanism> {
         jsonrpsee_http::mechanism(),
         #[cfg(feature = "jsonrpc-ipc-server")]
         parity_ipc::mechanism(),
+        #[cfg(all(unix, feature = "jsonrpc-ipc-server"))]
+        parity_ipc::polled_mechanism(),
     ]
 }
 
@@ -141,8 +143,27 @@ mod parity_ipc {
         }
     }
 
+    /// The same server under the client of `ipc-jsonrpc-busypoll`, whose
+    /// connections busy-poll, on the same one-worker runtime.
+    #[cfg(unix)]
+    pub fn polled_mechanism() -> Mechanism {
+        Mechanism {
+            name: "jsonrpc-ipc-server-polled",
+            group: Group::Peer,
+            baseline: "ipc-jsonrpc",
+            about: "as jsonrpc-ipc-server, on a one-worker runtime, its client's connections \
+                    busy-polling as ipc-jsonrpc-busypoll's (the server cannot poll)",
+            server: ServerKind::Child,
+            serve: |ctx| serve_on(ctx, rpc::polling_server_runtime()?),
+            connect: |ctx| rpc::polling_session(ctx.endpoint, Framing::JsonStream),
+        }
+    }
+
     fn serve(ctx: &ServeCtx) -> anyhow::Result<()> {
-        let rt = rpc::server_runtime()?;
+        serve_on(ctx, rpc::server_runtime()?)
+    }
+
+    fn serve_on(ctx: &ServeCtx, rt: tokio::runtime::Runtime) -> anyhow::Result<()> {
         let mut io = IoHandler::new();
         io.add_sync_method("echo", |params: Params| {
             let (s,): (String,) = params.parse()?;

@@ -65,13 +65,30 @@ impl InterleavedRpcRow {
 }
 
 /// The JSON-RPC servers the interleaved comparison alternates: ours first,
-/// then the peers. (`ipc-jsonrpc-busypoll` is in the main table only: on a
-/// two-worker runtime a worker spinning in a read holds back the others
-/// and the client, and it lost to default settings in every run here.)
-pub const RPC_GOAL: &[&str] = &["ipc-jsonrpc", "jsonrpc-ipc-server", "jsonrpsee-http"];
+/// then the peers.
+pub const RPC_GOAL: &[&str] = &[
+    "ipc-jsonrpc",
+    "ipc-jsonrpc-busypoll",
+    "jsonrpc-ipc-server",
+    "jsonrpc-ipc-server-polled",
+    "jsonrpsee-http",
+];
 
-/// Our servers in [`RPC_GOAL`]; the others are peers.
-const RPC_GOAL_OURS: &[&str] = &["ipc-jsonrpc"];
+/// What the goal compares: each of our servers in [`RPC_GOAL`] against the
+/// peers under the same client load. Our busy-polling pair's client polls,
+/// so its own peer is the peer server under that client; the peers under
+/// the default client count too, so the bar is never lower.
+const RPC_GOAL_PAIRS: &[(&str, &[&str])] = &[
+    ("ipc-jsonrpc", &["jsonrpc-ipc-server", "jsonrpsee-http"]),
+    (
+        "ipc-jsonrpc-busypoll",
+        &[
+            "jsonrpc-ipc-server-polled",
+            "jsonrpc-ipc-server",
+            "jsonrpsee-http",
+        ],
+    ),
+];
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
@@ -828,16 +845,17 @@ impl Run {
     /// ours against the best peer of that round; the median of those ratios.
     fn interleaved_rpc_goals(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for r in self
-            .interleaved_rpc
-            .iter()
-            .filter(|r| RPC_GOAL_OURS.contains(&r.name.as_str()))
-        {
+        for (r, peer_names) in self.interleaved_rpc.iter().filter_map(|r| {
+            RPC_GOAL_PAIRS
+                .iter()
+                .find(|(ours, _)| *ours == r.name)
+                .map(|(_, peers)| (r, *peers))
+        }) {
             let peers: Vec<&InterleavedRpcRow> = self
                 .interleaved_rpc
                 .iter()
                 .filter(|p| {
-                    !RPC_GOAL_OURS.contains(&p.name.as_str())
+                    peer_names.contains(&p.name.as_str())
                         && p.connections == r.connections
                         && p.in_flight == r.in_flight
                 })
@@ -1109,8 +1127,11 @@ impl Run {
                 out,
                 "- Interleaved JSON-RPC: the goal's servers ({}) all stay up while each load runs \
                  in {} rounds, every server in turn in a rotated order; the goal is judged on the \
-                 ratio of ours to the best peer within each round (the median over rounds), the \
-                 table beside it gives each server's median calls/s and range.\n",
+                 ratio of ours to the best peer within each round (the median over rounds), \
+                 separately for ipc-jsonrpc (default settings, against the peers under the same \
+                 default client) and ipc-jsonrpc-busypoll (busy polling on both ends, against \
+                 the peer under the same polling client and the others); the table beside it \
+                 gives each server's median calls/s and range.\n",
                 names.join(", "),
                 self.interleaved_rpc_rounds
             );
@@ -1251,6 +1272,38 @@ mod tests {
         let lines = missed.rpc_goals();
         assert!(lines[0].starts_with("MISSED:"), "{}", lines[0]);
         assert!(lines[0].contains("median 1.25x"), "{}", lines[0]);
+
+        // Each of ours against the peers under its own client load: the
+        // busy-polling pair against the polled peer (and the others), the
+        // default one against the peers under the default client only.
+        let pairs = run(vec![
+            row("ipc-jsonrpc", &[Some(100.0), Some(100.0), Some(100.0)]),
+            row(
+                "ipc-jsonrpc-busypoll",
+                &[Some(300.0), Some(300.0), Some(300.0)],
+            ),
+            row("jsonrpc-ipc-server", &[Some(80.0), Some(80.0), Some(80.0)]),
+            row(
+                "jsonrpc-ipc-server-polled",
+                &[Some(150.0), Some(150.0), Some(250.0)],
+            ),
+        ]);
+        let lines = pairs.rpc_goals();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with("MISSED: ipc-jsonrpc 1x16")
+                && lines[0].contains("best peer jsonrpc-ipc-server 80 ")
+                && lines[0].contains("median 1.25x"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].starts_with("MET: ipc-jsonrpc-busypoll 1x16")
+                && lines[1].contains("jsonrpc-ipc-server-polled")
+                && lines[1].contains("median 2.00x (from 1.20x to 2.00x)"),
+            "{}",
+            lines[1]
+        );
 
         assert_eq!(median(vec![3.0, 1.0, 2.0, 10.0]), Some(2.5));
         assert_eq!(median(Vec::new()), None);

@@ -3,7 +3,8 @@
 //!
 //! Every JSON-RPC server gets the same load from a client on a
 //! current-thread runtime in the benchmark process, and every server runs on
-//! a two-worker multi-thread runtime in its own process.
+//! a two-worker multi-thread runtime in its own process, except the pair
+//! whose client busy-polls: those run on one worker.
 
 use std::future::Future;
 use std::io;
@@ -56,12 +57,50 @@ pub fn router() -> ipc_core::Router {
     })
 }
 
-/// The runtime every JSON-RPC server process runs on.
+/// The runtime every JSON-RPC server process runs on, except those whose
+/// client busy-polls.
 pub fn server_runtime() -> io::Result<tokio::runtime::Runtime> {
+    runtime_with_workers(2)
+}
+
+/// The runtime of the servers whose client busy-polls
+/// (`ipc-jsonrpc-busypoll` and its peer): one worker, which never sleeps in
+/// the reactor while it polls. With a second worker asleep in the reactor,
+/// every request the polled socket receives would wake that worker too.
+#[cfg(unix)]
+pub fn polling_server_runtime() -> io::Result<tokio::runtime::Runtime> {
+    runtime_with_workers(1)
+}
+
+fn runtime_with_workers(n: usize) -> io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(n)
         .enable_all()
         .build()
+}
+
+/// Busy-poll budget of the mechanisms that poll (`ipc-jsonrpc-busypoll`'s
+/// server and the client of it and of its peer).
+#[cfg(unix)]
+pub const BUSY_POLL: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// A session whose connections busy-poll for [`BUSY_POLL`], speaking
+/// `framing` to the server at `endpoint`.
+#[cfg(unix)]
+pub fn polling_session(
+    endpoint: std::path::PathBuf,
+    framing: ipc_core::codec::Framing,
+) -> anyhow::Result<Box<dyn Session>> {
+    RpcSession::boxed(move || {
+        let endpoint = endpoint.clone();
+        async move {
+            let mut t = crate::sys::connect_local(&endpoint).await?;
+            t.set_busy_poll(Some(BUSY_POLL));
+            Ok(ipc_client(
+                ipc_core::Client::builder().framing(framing).build(t),
+            ))
+        }
+    })
 }
 
 /// A client session that opens as many connections as each load asks for.
