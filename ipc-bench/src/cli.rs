@@ -256,23 +256,20 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
     };
     let rounds: u64 = if cli.quick { 5 } else { 10 };
     let paired_steps = if paired.is_empty() { 0 } else { rounds };
-    // The JSON-RPC goal's servers, also taken again in alternation.
-    let rpc_paired: Vec<mech::Mechanism> = results::RPC_GOAL
+    // The JSON-RPC goal's servers, also taken again in alternation, group
+    // by group.
+    let rpc_groups: Vec<Vec<mech::Mechanism>> = results::RPC_GOAL_GROUPS
         .iter()
-        .filter_map(|name| chosen.iter().find(|m| m.name == *name).copied())
+        .map(|group| {
+            group
+                .iter()
+                .filter_map(|name| chosen.iter().find(|m| m.name == *name).copied())
+                .collect::<Vec<_>>()
+        })
+        .filter(|g| g.len() >= 2 && g.iter().any(|m| m.group == mech::Group::Ours))
         .collect();
-    let rpc_paired =
-        if rpc_paired.len() >= 2 && rpc_paired.iter().any(|m| m.group == mech::Group::Ours) {
-            rpc_paired
-        } else {
-            Vec::new()
-        };
     let rpc_rounds: u64 = if cli.quick { 3 } else { 5 };
-    let rpc_paired_steps = if rpc_paired.is_empty() {
-        0
-    } else {
-        rpc_rounds * plan.rpc_loads.len() as u64
-    };
+    let rpc_paired_steps = rpc_rounds * plan.rpc_loads.len() as u64 * rpc_groups.len() as u64;
     let bar = run::progress(plan.steps() * chosen.len() as u64 + paired_steps + rpc_paired_steps);
     let mut mechanisms = Vec::new();
     for (i, m) in chosen.iter().enumerate() {
@@ -304,27 +301,22 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
             &bar,
         )
     };
-    let interleaved_rpc = if rpc_paired.is_empty() {
-        Vec::new()
-    } else {
+    let mut interleaved_rpc = Vec::new();
+    for group in &rpc_groups {
         if !tty {
             eprintln!(
                 "ipc-bench: interleaved JSON-RPC: {}",
-                rpc_paired
-                    .iter()
-                    .map(|m| m.name)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                group.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
             );
         }
-        run::interleaved_rpc(
-            &rpc_paired,
+        interleaved_rpc.extend(run::interleaved_rpc(
+            group,
             &plan.rpc_loads,
             rpc_rounds,
             fixed_dir.as_deref().unwrap_or(tmp.path()),
             &bar,
-        )
-    };
+        ));
+    }
     bar.finish_and_clear();
 
     let run = Run {
