@@ -40,6 +40,10 @@
 //! block the runtime), so a hung backend fails the test instead of hanging
 //! CI.
 //!
+//! Beside the suite, [`rpc_calls_one_thread_each`] checks a backend whose
+//! reads can poll before they wait (busy polling, spinning): JSON-RPC calls
+//! must not wait behind such a read on a runtime of one thread.
+//!
 //! # Examples
 //!
 //! In a backend crate's `tests/conformance.rs` (with the `conformance`
@@ -863,6 +867,83 @@ pub async fn rpc_round_trip(b: &dyn Backend) {
         "shutdown",
         server.shutdown(Duration::from_secs(10)).await,
     );
+}
+
+/// JSON-RPC `echo` calls made one at a time, the [`Server`](crate::Server)
+/// on a one-thread runtime of its own and the [`Client`](crate::Client) on
+/// another: there a read that waits in place (spinning or polling without
+/// handing the thread back) holds up every other task of its thread, such
+/// as the server's writer with a reply or the caller with its next request.
+/// For backends whose reads can poll before they wait.
+///
+/// `bind` runs on the server's thread and `connect` on the client's; `what`
+/// says, for the failure message, what a slow call means.
+///
+/// # Panics
+///
+/// When binding, connecting or a call fails, or as soon as the calls
+/// together have taken longer than `limit`.
+pub fn rpc_calls_one_thread_each<B, C, F>(
+    bind: B,
+    connect: C,
+    calls: u32,
+    limit: Duration,
+    what: &str,
+) where
+    B: FnOnce() -> Result<BoxListener> + Send + 'static,
+    C: FnOnce() -> F,
+    F: Future<Output = Result<BoxTransport>>,
+{
+    let one_thread = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("building a one-thread Tokio runtime")
+    };
+    let (bound_tx, bound_rx) = mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::spawn(move || {
+        one_thread().block_on(async move {
+            let listener = bind().expect("binding the server's endpoint");
+            let _ = bound_tx.send(());
+            let router = crate::Router::new().method("echo", |_ctx, (s,): (String,)| async move {
+                Ok::<_, crate::jsonrpc::ErrorObject>(s)
+            });
+            let handle = crate::Server::builder().build().serve(listener, router);
+            let _ = stop_rx.await;
+            handle
+                .shutdown(Duration::from_secs(5))
+                .await
+                .expect("shutting the server down");
+        })
+    });
+    bound_rx
+        .recv()
+        .expect("the server's thread ended before it bound its endpoint");
+    one_thread().block_on(async {
+        let transport = connect().await.expect("connecting to the server");
+        let client = crate::Client::builder()
+            .request_timeout(Some(4 * limit))
+            .build(transport);
+        let start = std::time::Instant::now();
+        for i in 0..calls {
+            let param = format!("call {i}");
+            let back: String = client
+                .request("echo", [&param])
+                .await
+                .unwrap_or_else(|e| panic!("call {i} failed: {e}"));
+            assert_eq!(back, param);
+            let spent = start.elapsed();
+            assert!(
+                spent < limit,
+                "{} calls took {spent:?}, more than {limit:?}: {what}",
+                i + 1
+            );
+        }
+        client.close();
+    });
+    let _ = stop_tx.send(());
+    server.join().expect("the server's thread panicked");
 }
 
 /// Garbage JSON, then an oversize frame, on raw connections beside a

@@ -261,64 +261,26 @@ async fn cancelled_busy_polled_reads_lose_nothing() {
 
 /// Budget of the JSON-RPC tests: far longer than a call takes, so that an
 /// answer or a request held back while a connection polls for the next
-/// message shows plainly.
+/// message shows plainly (each call would take the whole budget).
 const RPC_BUDGET: Duration = Duration::from_secs(2);
-const RPC_CALLS: u32 = 50;
 
-/// A JSON-RPC `echo` server on its own one-thread runtime (where nothing
-/// else can run while a read polls), its connections bound with `opts`.
-/// Returns what stops it and its thread.
-fn echo_server(
-    path: &Path,
-    opts: BindOptions,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    std::thread::JoinHandle<()>,
-) {
-    let (bound_tx, bound_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+/// 50 JSON-RPC calls, server and client each on a one-thread runtime, the
+/// server's connections with `server` and the client's with `client`
+/// busy polling.
+fn echo_calls(path: &Path, server: BindOptions, client: Option<Duration>, what: &str) {
     let server_addr = addr(path);
-    let thread = std::thread::spawn(move || {
-        child_runtime().block_on(async move {
-            let listener = UnixListener::bind_with(&server_addr, &opts).unwrap();
-            bound_tx.send(()).unwrap();
-            let router = ipc_core::Router::new()
-                .method("echo", |_ctx, (s,): (String,)| async move {
-                    Ok::<_, ipc_core::jsonrpc::ErrorObject>(s)
-                });
-            let handle = ipc_core::Server::builder().build().serve(listener, router);
-            let _ = stop_rx.await;
-            handle.shutdown(Duration::from_secs(5)).await.unwrap();
-        })
-    });
-    bound_rx.recv().unwrap();
-    (stop_tx, thread)
-}
-
-/// Makes `RPC_CALLS` calls on a one-thread runtime, and fails as soon as
-/// they have taken longer than one `RPC_BUDGET` together (each would take
-/// the whole budget if a message waited behind a read's polling).
-fn echo_calls(path: &Path, client_budget: Option<Duration>, what: &str) {
-    child_runtime().block_on(async {
-        let mut t = ipc_unix::connect(&addr(path)).await.unwrap();
-        t.set_busy_poll(client_budget);
-        let client = ipc_core::Client::builder()
-            .request_timeout(Some(4 * RPC_BUDGET))
-            .build(t);
-        let start = std::time::Instant::now();
-        for i in 0..RPC_CALLS {
-            let param = format!("call {i}");
-            let back: String = client.request("echo", [&param]).await.unwrap();
-            assert_eq!(back, param);
-            let spent = start.elapsed();
-            assert!(
-                spent < RPC_BUDGET,
-                "{} calls took {spent:?}, more than the busy-poll budget: {what}",
-                i + 1
-            );
-        }
-        client.close();
-    });
+    let client_addr = addr(path);
+    ipc_core::conformance::rpc_calls_one_thread_each(
+        move || Ok(Box::new(UnixListener::bind_with(&server_addr, &server)?)),
+        || async move {
+            let mut t = ipc_unix::connect(&client_addr).await?;
+            t.set_busy_poll(client);
+            Ok(Box::new(t) as ipc_core::BoxTransport)
+        },
+        50,
+        RPC_BUDGET,
+        what,
+    );
 }
 
 /// A `Server` whose connections busy-poll sends each answer before its
@@ -326,15 +288,12 @@ fn echo_calls(path: &Path, client_budget: Option<Duration>, what: &str) {
 #[test]
 fn busy_polling_server_answers_before_it_polls_for_the_next_call() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("server.sock");
-    let (stop, server) = echo_server(&path, BindOptions::new().busy_poll(RPC_BUDGET));
     echo_calls(
-        &path,
+        &dir.path().join("server.sock"),
+        BindOptions::new().busy_poll(RPC_BUDGET),
         None,
         "the answers waited while the server's connection polled for the next request",
     );
-    stop.send(()).unwrap();
-    server.join().unwrap();
 }
 
 /// A `Client` whose connection busy-polls lets the caller it has just
@@ -342,15 +301,12 @@ fn busy_polling_server_answers_before_it_polls_for_the_next_call() {
 #[test]
 fn busy_polling_client_lets_callers_send_before_it_polls_for_the_next_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("client.sock");
-    let (stop, server) = echo_server(&path, BindOptions::new());
     echo_calls(
-        &path,
+        &dir.path().join("client.sock"),
+        BindOptions::new(),
         Some(RPC_BUDGET),
         "the requests waited while the client's connection polled for the next answer",
     );
-    stop.send(()).unwrap();
-    server.join().unwrap();
 }
 
 #[tokio::test(flavor = "current_thread")]
