@@ -295,8 +295,11 @@ impl AsyncWrite for ShmTransport {
             }
             if !prepared {
                 let mut since = this.write_spin.take();
+                // Only the peer's going away ends a write (a peer that shut
+                // down its write half still reads): anything else that made
+                // the spin look again would keep it in place past its slice.
                 let spun = this.spin(&mut since, cx, |t| {
-                    t.tx.tail_moved().unwrap_or(true) || t.bells.peer_closed() != 0
+                    t.tx.tail_moved().unwrap_or(true) || t.bells.peer_closed() & CLOSED_GONE != 0
                 });
                 this.write_spin = since;
                 match spun {
