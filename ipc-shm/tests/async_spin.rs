@@ -3,32 +3,19 @@
 //! tasks: a spinning read must let the other tasks of its thread run, or a
 //! reply (or the caller's next request) waits behind it for the whole spin.
 
-use std::path::Path;
 use std::time::Duration;
 
 use ipc_core::Address;
 use ipc_shm::{ShmListener, ShmOptions, ShmTransport};
+
+mod util;
+use util::temp_addr;
 
 /// The spin of these tests: far longer than a call takes, so that a message
 /// held back while a read spins shows plainly (each call would take the
 /// whole spin).
 const SPIN: Duration = Duration::from_secs(2);
 const CALLS: u32 = 50;
-
-#[cfg(unix)]
-fn temp_addr(dir: &Path) -> Address {
-    format!("shm:{}", dir.join("s.sock").display())
-        .parse()
-        .unwrap()
-}
-
-#[cfg(windows)]
-fn temp_addr(dir: &Path) -> Address {
-    let name = dir.file_name().unwrap().to_string_lossy();
-    format!("shm:ipc-shm-spin-{}-{name}", std::process::id())
-        .parse()
-        .unwrap()
-}
 
 /// `CALLS` JSON-RPC calls, server and client each on a one-thread runtime,
 /// bound and connected with `server` and `client`.

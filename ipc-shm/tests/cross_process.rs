@@ -6,9 +6,8 @@
 #![cfg(any(target_os = "linux", windows))]
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
 #[cfg(unix)]
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -19,6 +18,9 @@ use ipc_core::AuthPolicy;
 use ipc_core::{Address, Error};
 use ipc_shm::layout::{Control, CLIENT, DATA_OFFSET, SERVER};
 use ipc_shm::{ShmConnection, ShmListener, ShmOptions, ShmTransport};
+
+mod util;
+use util::temp_addr;
 
 const ROLE: &str = "IPC_SHM_ROLE";
 const ADDR: &str = "IPC_SHM_ADDR";
@@ -96,25 +98,6 @@ fn wait_line(child: &mut ChildGuard, prefix: &str) -> String {
             return line[at..].trim_end().to_owned();
         }
     }
-}
-
-/// A fresh `shm:` address: a socket in `dir` on Unix, a pipe name unique to
-/// this process on Windows (pipes live in a namespace of their own).
-#[cfg(unix)]
-fn temp_addr(dir: &Path) -> Address {
-    format!("shm:{}", dir.join("s.sock").display())
-        .parse()
-        .unwrap()
-}
-
-#[cfg(windows)]
-fn temp_addr(_dir: &Path) -> Address {
-    use std::sync::atomic::AtomicUsize;
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("shm:ipc-shm-test-{}-{n}", std::process::id())
-        .parse()
-        .unwrap()
 }
 
 /// Message `i`: a slice of a fixed random block, stamped with its index.
