@@ -74,21 +74,15 @@ impl BusyPoll {
     /// recent waits were shorter than the budget) until the budget has
     /// passed; after that it waits on the reactor until it ends.
     pub(crate) fn keep_polling(&mut self, now: Instant) -> bool {
-        let since = match self.waiting_since {
-            Some(since) => since,
-            None => {
-                self.waiting_since = Some(now);
-                self.poll_until = (self.estimate < self.budget_ns()).then(|| now + self.budget);
-                now
-            }
-        };
-        match self.poll_until {
-            Some(until) if now < until && now >= since => true,
-            _ => {
-                self.poll_until = None;
-                false
-            }
+        if self.waiting_since.is_none() {
+            self.waiting_since = Some(now);
+            self.poll_until = (self.estimate < self.budget_ns()).then(|| now + self.budget);
         }
+        let polling = self.poll_until.is_some_and(|until| now < until);
+        if !polling {
+            self.poll_until = None;
+        }
+        polling
     }
 
     /// A read returned at `now`; ends the current wait, if any, and adds its
