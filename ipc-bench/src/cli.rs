@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 use crate::mech::{self, RpcLoad};
 use crate::results::{self, Run, Settings};
-use crate::{charts, proto, run, sys};
+use crate::{charts, proto, rpc, run, sys};
 
 /// Compares local IPC mechanisms across two real processes.
 #[derive(Debug, Parser)]
@@ -29,6 +29,11 @@ struct Cli {
     /// Seconds per throughput, paced and JSON-RPC test (default 1, or 0.2 with --quick).
     #[arg(long)]
     duration: Option<f64>,
+
+    /// JSON-RPC loads as CONNECTIONSxIN_FLIGHT, comma-separated
+    /// (default 1x1,1x16,1x64,64x1).
+    #[arg(long, value_delimiter = ',', value_parser = parse_load)]
+    load: Vec<(usize, usize)>,
 
     /// Paced-mode rates in messages per second, comma-separated (default 1000,100000).
     #[arg(long, value_delimiter = ',')]
@@ -89,6 +94,28 @@ fn parse_size(s: &str) -> Result<usize, String> {
         ));
     }
     Ok(b)
+}
+
+/// The JSON-RPC loads run unless `--load` names others.
+const DEFAULT_LOADS: [(usize, usize); 4] = [(1, 1), (1, 16), (1, 64), (64, 1)];
+
+fn parse_load(s: &str) -> Result<(usize, usize), String> {
+    let t = s.trim();
+    let bad = || {
+        format!(
+            "{t:?} is not a load; write CONNECTIONSxIN_FLIGHT, e.g. 1x16 or 64x1, \
+             with 1 to {} connections and 1 to {} in flight on each",
+            rpc::MAX_CONNECTIONS,
+            rpc::MAX_IN_FLIGHT
+        )
+    };
+    let (c, f) = t.split_once(['x', 'X']).ok_or_else(bad)?;
+    let c: usize = c.trim().parse().map_err(|_| bad())?;
+    let f: usize = f.trim().parse().map_err(|_| bad())?;
+    if !(1..=rpc::MAX_CONNECTIONS).contains(&c) || !(1..=rpc::MAX_IN_FLIGHT).contains(&f) {
+        return Err(bad());
+    }
+    Ok((c, f))
 }
 
 /// Runs the command line.
@@ -198,15 +225,19 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
             .to_owned(),
     };
     let plan = run::Plan {
-        rpc_loads: [(1, 1), (1, 16), (1, 64), (64, 1)]
-            .iter()
-            .map(|&(connections, in_flight)| RpcLoad {
-                connections,
-                in_flight,
-                size: 64,
-                duration: Duration::from_secs_f64(duration),
-            })
-            .collect(),
+        rpc_loads: if cli.load.is_empty() {
+            &DEFAULT_LOADS[..]
+        } else {
+            &cli.load[..]
+        }
+        .iter()
+        .map(|&(connections, in_flight)| RpcLoad {
+            connections,
+            in_flight,
+            size: 64,
+            duration: Duration::from_secs_f64(duration),
+        })
+        .collect(),
         settings,
     };
 
@@ -377,5 +408,17 @@ mod tests {
         assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
         assert!(parse_size("2MiB").unwrap_err().contains("out of range"));
         assert!(parse_size("lots").unwrap_err().contains("not a size"));
+    }
+
+    #[test]
+    fn loads_parse_as_connections_by_in_flight_and_bad_ones_say_why() {
+        assert_eq!(parse_load("1x16").unwrap(), (1, 16));
+        assert_eq!(parse_load(" 64X1 ").unwrap(), (64, 1));
+        for bad in ["0x1", "1x0", "1x257", "257x1", "16", "ax1", "1x", ""] {
+            let e = parse_load(bad).unwrap_err();
+            assert!(e.contains("CONNECTIONSxIN_FLIGHT"), "{bad:?}: {e}");
+        }
+        let cli = Cli::try_parse_from(["ipc-bench", "--load", "1x1,64x1"]).unwrap();
+        assert_eq!(cli.load, vec![(1, 1), (64, 1)]);
     }
 }

@@ -87,8 +87,11 @@ mod jsonrpsee_http {
     fn serve(ctx: &ServeCtx) -> anyhow::Result<()> {
         let rt = rpc::server_runtime()?;
         rt.block_on(async {
-            // The default limit (100 connections) is above the largest load (64).
+            let config = jsonrpsee::server::ServerConfig::builder()
+                .max_connections(rpc::MAX_CONNECTIONS as u32)
+                .build();
             let server = jsonrpsee::server::Server::builder()
+                .set_config(config)
                 .build("127.0.0.1:0")
                 .await?;
             let port = server.local_addr()?.port();

@@ -15,8 +15,12 @@ use hdrhistogram::Histogram;
 use crate::mech::{current_thread, RpcLoad, RpcOutcome, Session};
 use crate::proto::new_histogram;
 
-/// Requests a server accepts in flight per connection (above the largest load).
+/// Requests a server accepts in flight per connection (the largest load
+/// `--load` takes).
 pub const MAX_IN_FLIGHT: usize = 256;
+
+/// Connections a server accepts at once (the largest load `--load` takes).
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// Time spent warming each load up before it is measured.
 const WARMUP: Duration = Duration::from_millis(100);
