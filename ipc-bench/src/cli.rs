@@ -55,6 +55,14 @@ struct Cli {
     /// List the mechanisms and exit.
     #[arg(long)]
     list: bool,
+
+    /// Keep every CPU from idling during the run with one busy loop per CPU
+    /// at the lowest scheduling priority (SCHED_IDLE on Linux), in a process
+    /// of its own: wake-ups then never find a CPU halted, which on virtual
+    /// machines can cost tens of microseconds and decide one-at-a-time
+    /// figures. The busy loops' CPU time is in no process's column.
+    #[arg(long)]
+    keep_cpus_awake: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,6 +74,12 @@ enum Cmd {
         mechanism: String,
         #[arg(long)]
         endpoint: PathBuf,
+    },
+    /// Runs the busy loops of `--keep-cpus-awake` (started by the benchmark itself).
+    #[command(hide = true)]
+    KeepAwake {
+        #[arg(long)]
+        threads: usize,
     },
 }
 
@@ -126,6 +140,7 @@ pub fn main() -> std::process::ExitCode {
             mechanism,
             endpoint,
         }) => serve(mechanism, endpoint.clone()),
+        Some(Cmd::KeepAwake { threads }) => keep_awake(*threads),
         None => bench(&cli),
     };
     match r {
@@ -135,6 +150,40 @@ pub fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The process of `--keep-cpus-awake`: `threads` busy loops at the lowest
+/// priority, until the parent closes our stdin.
+fn keep_awake(threads: usize) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..threads {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let lowered = sys::idle_priority();
+            let ok = lowered.is_ok();
+            let _ = tx.send(lowered);
+            drop(tx);
+            // Never spin at a normal priority: that would compete with the
+            // processes under test instead of filling their idle time.
+            if ok {
+                loop {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut priority = "";
+    for lowered in rx.iter().take(threads) {
+        priority = lowered.context("lower the busy loops to the idle priority")?;
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "ready {priority}")?;
+    out.flush()?;
+    drop(out);
+    let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+    std::process::exit(0);
 }
 
 fn serve(name: &str, endpoint: PathBuf) -> anyhow::Result<()> {
@@ -207,8 +256,19 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
     if let Some(r) = rates.iter().find(|r| !(**r >= 1.0 && **r <= 10_000_000.0)) {
         bail!("--rate {r} is out of range: give messages per second between 1 and 10000000");
     }
+    // Started before anything is measured and stopped when the run ends.
+    let awake = if cli.keep_cpus_awake {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Some(run::KeepAwake::start(cpus)?)
+    } else {
+        None
+    };
     let settings = Settings {
         quick: cli.quick,
+        cpus_kept_awake: awake.as_ref().map(|a| results::KeptAwake {
+            threads: a.threads,
+            priority: a.priority.clone(),
+        }),
         round_trips: sizes.iter().map(|s| round_trips(*s, cli.quick)).collect(),
         sizes,
         duration_s: duration,
@@ -349,6 +409,7 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
         ));
     }
     bar.finish_and_clear();
+    drop(awake);
 
     let run = Run {
         tool: "ipc-bench",

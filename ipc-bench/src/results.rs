@@ -159,6 +159,9 @@ pub const LOCAL_GOALS: [LocalGoal; 2] = [
 pub struct Settings {
     /// The `--quick` pass.
     pub quick: bool,
+    /// With `--keep-cpus-awake`: the busy loops that kept every CPU from
+    /// idling during the run.
+    pub cpus_kept_awake: Option<KeptAwake>,
     /// Message sizes, bytes.
     pub sizes: Vec<usize>,
     /// Recorded round trips per latency test, by size (same for every mechanism).
@@ -171,6 +174,27 @@ pub struct Settings {
     pub rates: Vec<f64>,
     /// How async clients and servers are driven.
     pub runtime: String,
+}
+
+/// The busy loops of `--keep-cpus-awake`.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptAwake {
+    /// One per CPU.
+    pub threads: usize,
+    /// Their scheduling priority, as the OS calls it (`SCHED_IDLE`, ...).
+    pub priority: String,
+}
+
+impl KeptAwake {
+    /// One line for the report's header.
+    pub fn describe(&self) -> String {
+        format!(
+            "CPUs kept awake (--keep-cpus-awake): {} busy loop(s) at {} in a process of their \
+             own, so no wake-up found a CPU idle; their CPU time is in no column, and the load \
+             average counts them (so it cannot show other work)",
+            self.threads, self.priority
+        )
+    }
 }
 
 /// All figures of one mechanism.
@@ -445,6 +469,11 @@ impl Table {
 impl Run {
     /// A warning when other work kept the CPUs busy during the run.
     pub fn load_warning(&self) -> Option<String> {
+        // The busy loops of --keep-cpus-awake keep the load up on their
+        // own: it cannot show other work then.
+        if self.settings.cpus_kept_awake.is_some() {
+            return None;
+        }
         let cpus = self.machine.cpus as f64;
         let worst = self
             .machine
@@ -968,6 +997,9 @@ impl Run {
              latency = round trip\n",
             fmt_load(self.machine.load)
         );
+        if let Some(k) = &self.settings.cpus_kept_awake {
+            let _ = writeln!(out, "{}\n", k.describe());
+        }
         if let Some(w) = self.load_warning() {
             let _ = writeln!(out, "{w}\n");
         }
@@ -1054,6 +1086,9 @@ impl Run {
             m.host,
             fmt_load(m.load)
         );
+        if let Some(k) = &self.settings.cpus_kept_awake {
+            let _ = writeln!(out, "**{}.**\n", k.describe());
+        }
         if let Some(w) = self.load_warning() {
             let _ = writeln!(out, "**{w}**\n");
         }
@@ -1224,6 +1259,7 @@ mod tests {
             },
             settings: Settings {
                 quick: true,
+                cpus_kept_awake: None,
                 sizes: Vec::new(),
                 round_trips: Vec::new(),
                 duration_s: 0.2,

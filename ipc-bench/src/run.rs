@@ -86,22 +86,40 @@ fn spawn(m: &Mechanism, endpoint: &Path) -> anyhow::Result<(Server, ConnectCtx)>
         ctx.stdout = stdout;
         return Ok((Server { child, stdin: None }, ctx));
     }
-    let out = stdout.context("no stdout from the server")?;
+    let (server, info) = wait_ready(
+        Server { child, stdin },
+        stdout,
+        &format!("the {} server", m.name),
+    )?;
+    ctx.info = info;
+    Ok((server, ctx))
+}
+
+/// Waits for a child process of ours to print `ready [info]` on `stdout`;
+/// returns it with the info, or stops it and says why it did not start.
+fn wait_ready(
+    mut child: Server,
+    stdout: Option<std::process::ChildStdout>,
+    what: &str,
+) -> anyhow::Result<(Server, String)> {
+    let Some(out) = stdout else {
+        child.stop();
+        anyhow::bail!("{what} did not start: no stdout");
+    };
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
         let r = BufReader::new(out).read_line(&mut line).map(|_| line);
         let _ = tx.send(r);
     });
-    let mut server = Server { child, stdin };
     match rx.recv_timeout(READY_TIMEOUT) {
         Ok(Ok(line)) if line.starts_with("ready") => {
-            ctx.info = line["ready".len()..].trim().to_owned();
-            Ok((server, ctx))
+            let info = line["ready".len()..].trim().to_owned();
+            Ok((child, info))
         }
         other => {
-            let status = server.child.try_wait().ok().flatten();
-            server.stop();
+            let status = child.child.try_wait().ok().flatten();
+            child.stop();
             let why = match other {
                 Ok(Ok(l)) if l.is_empty() => "it exited before it was ready".to_owned(),
                 Ok(Ok(l)) => format!("it said {l:?} instead of ready"),
@@ -109,10 +127,53 @@ fn spawn(m: &Mechanism, endpoint: &Path) -> anyhow::Result<(Server, ConnectCtx)>
                 Err(_) => format!("it was not ready within {READY_TIMEOUT:?}"),
             };
             anyhow::bail!(
-                "the {} server did not start: {why}{}",
-                m.name,
+                "{what} did not start: {why}{}",
                 status.map(|s| format!(" ({s})")).unwrap_or_default()
             )
+        }
+    }
+}
+
+/// Busy loops at the lowest scheduling priority on every CPU, in a process
+/// of their own (`--keep-cpus-awake`), for as long as this value lives.
+pub struct KeepAwake {
+    process: Option<Server>,
+    /// Busy loops started.
+    pub threads: usize,
+    /// The priority they run at, as the OS calls it.
+    pub priority: String,
+}
+
+impl KeepAwake {
+    /// Starts one busy loop per CPU.
+    pub fn start(threads: usize) -> anyhow::Result<KeepAwake> {
+        let exe = std::env::current_exe().context("find the ipc-bench executable")?;
+        let mut child = Command::new(exe)
+            .args(["keep-awake", "--threads", &threads.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawn the process that keeps the CPUs awake")?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        let (process, priority) = wait_ready(
+            Server { child, stdin },
+            stdout,
+            "the process that keeps the CPUs awake",
+        )?;
+        Ok(KeepAwake {
+            process: Some(process),
+            threads,
+            priority,
+        })
+    }
+}
+
+impl Drop for KeepAwake {
+    fn drop(&mut self) {
+        if let Some(p) = self.process.take() {
+            p.stop();
         }
     }
 }

@@ -101,6 +101,66 @@ fn raw_and_framed_mechanisms_measure_across_processes_and_write_every_output() {
 }
 
 #[test]
+fn chosen_loads_run_alone_and_kept_awake_cpus_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, run) = bench(
+        &[
+            "--quick",
+            "--json",
+            "--keep-cpus-awake",
+            "--mechanism",
+            "unix-raw,ipc-jsonrpc",
+            "--size",
+            "64",
+            "--load",
+            "2x3",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rpc = run["mechanisms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "ipc-jsonrpc")
+        .expect("ipc-jsonrpc ran")["rpc"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(rpc.len(), 1, "only the load asked for: {rpc:?}");
+    assert_eq!(rpc[0]["connections"], 2);
+    assert_eq!(rpc[0]["in_flight"], 3);
+    assert!(rpc[0]["calls_per_s"].as_f64().unwrap() > 0.0, "{rpc:?}");
+
+    let awake = &run["settings"]["cpus_kept_awake"];
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(awake["threads"], cpus, "{awake}");
+    if cfg!(target_os = "linux") {
+        assert_eq!(awake["priority"], "SCHED_IDLE", "{awake}");
+    }
+    let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(report.contains("CPUs kept awake"), "{report}");
+
+    // The busy loops end with the run.
+    #[cfg(target_os = "linux")]
+    {
+        let exe = env!("CARGO_BIN_EXE_ipc-bench");
+        let left: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .filter(|c| c.starts_with(exe) && c.contains("keep-awake"))
+            .collect();
+        assert!(left.is_empty(), "busy loops outlived the run: {left:?}");
+    }
+}
+
+#[test]
 fn bad_arguments_are_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_ipc-bench"))

@@ -63,6 +63,14 @@ pub fn cpu_ns(pid: u32) -> Option<u64> {
     imp::cpu_ns(pid)
 }
 
+/// Puts the calling thread at the lowest scheduling priority the OS offers
+/// (`SCHED_IDLE` on Linux, which runs only when nothing else wants the CPU;
+/// `nice 19` on other Unix systems; `THREAD_PRIORITY_IDLE` on Windows) and
+/// returns the name of it, for the busy loops of `--keep-cpus-awake`.
+pub fn idle_priority() -> std::io::Result<&'static str> {
+    imp::idle_priority()
+}
+
 /// Ends a child process at once (the watchdog's last resort).
 pub fn kill(pid: u32) {
     imp::kill(pid);

@@ -115,6 +115,27 @@ pub fn kill(pid: u32) {
     }
 }
 
+pub fn idle_priority() -> std::io::Result<&'static str> {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler(2) on the calling thread (pid 0) with a
+        // valid parameter block; it has no memory effects on our side.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok("SCHED_IDLE")
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        // SAFETY: setpriority(2) on this process (id 0); no memory effects.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok("nice 19")
+    }
+}
+
 pub fn stdio_files() -> std::io::Result<(std::fs::File, std::fs::File)> {
     use std::os::fd::AsFd;
     let r = std::io::stdin().as_fd().try_clone_to_owned()?;

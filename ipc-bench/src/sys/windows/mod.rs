@@ -149,6 +149,18 @@ pub fn kill(pid: u32) {
     }
 }
 
+pub fn idle_priority() -> std::io::Result<&'static str> {
+    use windows_sys::Win32::System::Threading::{
+        GetCurrentThread, SetThreadPriority, THREAD_PRIORITY_IDLE,
+    };
+    // SAFETY: GetCurrentThread returns a pseudo-handle to the calling
+    // thread, valid for the call; SetThreadPriority has no memory effects.
+    if unsafe { SetThreadPriority(GetCurrentThread(), THREAD_PRIORITY_IDLE) } == 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok("THREAD_PRIORITY_IDLE")
+}
+
 pub fn stdio_files() -> std::io::Result<(std::fs::File, std::fs::File)> {
     let r = std::io::stdin().as_handle().try_clone_to_owned()?;
     let w = std::io::stdout().as_handle().try_clone_to_owned()?;
