@@ -63,16 +63,33 @@ impl Server {
     }
 }
 
-fn spawn(m: &Mechanism, endpoint: &Path) -> anyhow::Result<(Server, ConnectCtx)> {
+/// Runs this executable again with `args` (a hidden subcommand), its stdin
+/// and stdout piped to us.
+fn spawn_self<S: AsRef<std::ffi::OsStr>>(
+    args: impl IntoIterator<Item = S>,
+    what: &str,
+) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("find the ipc-bench executable")?;
-    let mut child = Command::new(exe)
-        .args(["serve", "--mechanism", m.name, "--endpoint"])
-        .arg(endpoint)
+    Command::new(exe)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .context("spawn the server process")?;
+        .with_context(|| format!("spawn {what}"))
+}
+
+fn spawn(m: &Mechanism, endpoint: &Path) -> anyhow::Result<(Server, ConnectCtx)> {
+    let mut child = spawn_self(
+        [
+            "serve".as_ref(),
+            "--mechanism".as_ref(),
+            m.name.as_ref(),
+            "--endpoint".as_ref(),
+            endpoint.as_os_str(),
+        ],
+        "the server process",
+    )?;
     let stdin = child.stdin.take();
     let stdout = child.stdout.take();
     let mut ctx = ConnectCtx {
@@ -147,21 +164,11 @@ pub struct KeepAwake {
 impl KeepAwake {
     /// Starts one busy loop per CPU.
     pub fn start(threads: usize) -> anyhow::Result<KeepAwake> {
-        let exe = std::env::current_exe().context("find the ipc-bench executable")?;
-        let mut child = Command::new(exe)
-            .args(["keep-awake", "--threads", &threads.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("spawn the process that keeps the CPUs awake")?;
+        let what = "the process that keeps the CPUs awake";
+        let mut child = spawn_self(["keep-awake", "--threads", &threads.to_string()], what)?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
-        let (process, priority) = wait_ready(
-            Server { child, stdin },
-            stdout,
-            "the process that keeps the CPUs awake",
-        )?;
+        let (process, priority) = wait_ready(Server { child, stdin }, stdout, what)?;
         Ok(KeepAwake {
             process: Some(process),
             threads,

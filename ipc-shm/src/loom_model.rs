@@ -95,22 +95,26 @@ fn loom_pieces_then_close() {
 /// sees the close and not that message a second time.
 #[test]
 fn loom_stale_header_after_wrap() {
-    model(|| {
-        let (mut a, b) = pair();
-        let t = loom::thread::spawn(move || {
-            let (mut tx, _rx) = b.into_split();
-            for i in 0..3u8 {
-                tx.send(&[i; 2000]).unwrap();
-            }
-        });
+    model(|| three_messages_then_close(2000));
+}
+
+/// Sends three messages of `len` bytes from a second thread and closes; the
+/// first thread receives them intact, in order, then the close.
+fn three_messages_then_close(len: usize) {
+    let (mut a, b) = pair();
+    let t = loom::thread::spawn(move || {
+        let (mut tx, _rx) = b.into_split();
         for i in 0..3u8 {
-            let m = a.recv().unwrap();
-            assert_eq!(m.len(), 2000);
-            assert!(m.iter().all(|&x| x == i));
+            tx.send(&vec![i; len]).unwrap();
         }
-        assert!(matches!(a.recv(), Err(Error::Disconnected)));
-        t.join().unwrap();
     });
+    for i in 0..3u8 {
+        let m = a.recv().unwrap();
+        assert_eq!(m.len(), len);
+        assert!(m.iter().all(|&x| x == i));
+    }
+    assert!(matches!(a.recv(), Err(Error::Disconnected)));
+    t.join().unwrap();
 }
 
 /// Small messages on a drained ring: past the first window the producer
@@ -119,20 +123,5 @@ fn loom_stale_header_after_wrap() {
 /// message arrives intact and in order, and then the close.
 #[test]
 fn loom_early_wrap() {
-    model(|| {
-        let (mut a, b) = pair();
-        let t = loom::thread::spawn(move || {
-            let (mut tx, _rx) = b.into_split();
-            for i in 0..3u8 {
-                tx.send(&[i; 600]).unwrap();
-            }
-        });
-        for i in 0..3u8 {
-            let m = a.recv().unwrap();
-            assert_eq!(m.len(), 600);
-            assert!(m.iter().all(|&x| x == i));
-        }
-        assert!(matches!(a.recv(), Err(Error::Disconnected)));
-        t.join().unwrap();
-    });
+    model(|| three_messages_then_close(600));
 }
