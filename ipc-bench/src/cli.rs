@@ -265,10 +265,7 @@ fn bench(cli: &Cli) -> anyhow::Result<()> {
     };
     let settings = Settings {
         quick: cli.quick,
-        cpus_kept_awake: awake.as_ref().map(|a| results::KeptAwake {
-            threads: a.threads,
-            priority: a.priority.clone(),
-        }),
+        cpus_kept_awake: awake.as_ref().map(|a| a.loops.clone()),
         round_trips: sizes.iter().map(|s| round_trips(*s, cli.quick)).collect(),
         sizes,
         duration_s: duration,

@@ -155,10 +155,8 @@ fn wait_ready(
 /// of their own (`--keep-cpus-awake`), for as long as this value lives.
 pub struct KeepAwake {
     process: Option<Server>,
-    /// Busy loops started.
-    pub threads: usize,
-    /// The priority they run at, as the OS calls it.
-    pub priority: String,
+    /// What runs, as the results record it.
+    pub loops: crate::results::KeptAwake,
 }
 
 impl KeepAwake {
@@ -171,8 +169,7 @@ impl KeepAwake {
         let (process, priority) = wait_ready(Server { child, stdin }, stdout, what)?;
         Ok(KeepAwake {
             process: Some(process),
-            threads,
-            priority,
+            loops: crate::results::KeptAwake { threads, priority },
         })
     }
 }
