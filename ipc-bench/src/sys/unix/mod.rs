@@ -67,16 +67,19 @@ pub fn cpu_ns(pid: u32) -> Option<u64> {
         // nanosecond resolution, unlike the tick-based /proc/<pid>/stat. A
         // thread that exits while the list is read leaves an empty or missing
         // file: it is skipped, not taken as the whole process being unknown.
-        let mut total = 0u64;
+        // A process just forked may not have run yet: 0 ns is a figure too.
+        let mut total = None;
         let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
         for t in tasks.flatten() {
             let ns = std::fs::read_to_string(t.path().join("schedstat"))
                 .ok()
                 .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
-            total += ns.unwrap_or(0);
+            if let Some(ns) = ns {
+                total = Some(total.unwrap_or(0) + ns);
+            }
         }
-        if total > 0 {
-            return Some(total);
+        if total.is_some() {
+            return total;
         }
         if pid == std::process::id() {
             return self_rusage_ns();
