@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader, Read};
 #[cfg(unix)]
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ use ipc_core::AuthPolicy;
 use ipc_core::{Address, Error};
 use ipc_shm::layout::{Control, CLIENT, DATA_OFFSET, SERVER};
 use ipc_shm::{ShmConnection, ShmListener, ShmOptions, ShmTransport};
+use ipc_testkit::{spawn, test_binary, ChildGuard};
 
 mod util;
 use util::temp_addr;
@@ -60,27 +61,14 @@ fn within<T: Send + 'static>(
     }
 }
 
-/// A child process that is killed when the test ends, however it ends.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn spawn_child(role: &str, addr: &Address) -> ChildGuard {
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env(ROLE, role)
+    let mut cmd = test_binary("child_entry");
+    cmd.env(ROLE, role)
         .env(ADDR, addr.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawning the child process");
-    ChildGuard(child)
+        .stderr(Stdio::inherit());
+    ChildGuard(spawn(&mut cmd))
 }
 
 /// Reads the child's stdout until a line starting with `prefix`.

@@ -2,11 +2,12 @@
 //! identities and the security descriptor.
 #![cfg(windows)]
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use ipc_core::{Address, Error, Listener};
+use ipc_testkit::{spawn, test_binary};
 use ipc_windows::{connect, connect_with, ConnectOptions, PipeAccess, PipeListener, PipeOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::windows::named_pipe::ServerOptions;
@@ -32,13 +33,11 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
 
 /// Re-runs this test binary as a child that executes only `test_name`.
 fn spawn_child(test_name: &str, pipe: &Address) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test_name, "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, pipe.to_string())
+    let mut cmd = test_binary(test_name);
+    cmd.env(CHILD_ENV, pipe.to_string())
         .env(PARENT_ENV, std::process::id().to_string())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawning the child test process")
+        .stdout(Stdio::null());
+    spawn(&mut cmd)
 }
 
 /// Message sizes the echo exchange uses: empty-adjacent, odd, larger than

@@ -2,11 +2,12 @@
 //! child process (this test binary re-run), the client here.
 #![cfg(windows)]
 
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use ipc_core::jsonrpc::ErrorObject;
 use ipc_core::{Address, Client, Context, Error, Router, Server};
+use ipc_testkit::{spawn, test_binary, ChildGuard};
 use ipc_windows::PipeListener;
 use serde_json::{json, Value};
 
@@ -51,16 +52,6 @@ fn child_rpc_server() {
     });
 }
 
-/// Kills the child if the test fails before it exits.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn connect_when_up(addr: &Address) -> ipc_windows::PipeTransport {
     let started = Instant::now();
     loop {
@@ -79,19 +70,9 @@ async fn a_thousand_requests_from_another_process_are_all_answered() {
     let addr: Address = format!("pipe:ipc-windows-rpc-test-{}", std::process::id())
         .parse()
         .unwrap();
-    let mut child = ChildGuard(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_rpc_server",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ADDR_ENV, addr.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawning the server process"),
-    );
+    let mut cmd = test_binary("child_rpc_server");
+    cmd.env(ADDR_ENV, addr.to_string()).stdout(Stdio::null());
+    let mut child = ChildGuard(spawn(&mut cmd));
     let transport = tokio::time::timeout(DEADLINE, connect_when_up(&addr))
         .await
         .expect("the child server did not come up");

@@ -6,13 +6,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipc::jsonrpc::ErrorObject;
 use ipc::{Context, Router, Server};
+use ipc_testkit::{spawn, test_binary};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -281,17 +282,10 @@ impl Drop for Proc {
 /// Re-runs this test binary as a child executing the ignored test `entry`,
 /// with `env` set; its stderr goes to `log` when given, else is inherited.
 pub fn spawn_entry(entry: &str, env: &[(&str, &str)], log: Option<&Path>) -> Proc {
-    let exe = std::env::current_exe().expect("current exe");
-    let mut cmd = Command::new(exe);
-    cmd.args([
-        "--exact",
-        entry,
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::null());
+    let mut cmd = test_binary(entry);
+    cmd.arg("--ignored")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
     if let Some(path) = log {
         cmd.stderr(std::fs::File::create(path).expect("log file"));
     }
@@ -299,7 +293,7 @@ pub fn spawn_entry(entry: &str, env: &[(&str, &str)], log: Option<&Path>) -> Pro
         cmd.env(k, v);
     }
     Proc {
-        child: cmd.spawn().expect("spawn child test process"),
+        child: spawn(&mut cmd),
         log: log.map(Path::to_path_buf),
     }
 }

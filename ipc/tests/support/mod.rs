@@ -4,12 +4,15 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use ipc::jsonrpc::ErrorObject;
 use ipc::{Context, Router};
 use serde_json::{json, Value};
+
+pub use ipc_testkit::ChildGuard;
+use ipc_testkit::{spawn, test_binary};
 
 /// The methods every test server offers.
 pub fn test_router() -> Router {
@@ -75,21 +78,14 @@ pub fn temp_dir() -> tempfile::TempDir {
 /// `entry`, with `env` set. Its stdout goes to null so its harness output
 /// does not mix with ours.
 pub fn spawn_child(entry: &str, env: &[(&str, &str)]) -> Child {
-    let exe = std::env::current_exe().expect("current exe");
-    let mut cmd = Command::new(exe);
-    cmd.args([
-        "--exact",
-        entry,
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::null());
+    let mut cmd = test_binary(entry);
+    cmd.arg("--ignored")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.spawn().expect("spawn child test process")
+    spawn(&mut cmd)
 }
 
 /// Waits until something accepts connections at `address`.
@@ -108,17 +104,6 @@ pub async fn wait_for_server(address: &str) {
 pub fn unix_address(dir: &Path, name: &str) -> (String, PathBuf) {
     let path = dir.join(name);
     (format!("unix:{}", path.display()), path)
-}
-
-/// Kills and reaps a child however the test ends.
-#[derive(Debug)]
-pub struct ChildGuard(pub Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Fails the test instead of hanging CI.
