@@ -18,7 +18,10 @@
 //! that keeps the ring busy runs through all of it). A conversation of
 //! small messages then keeps to a few lines and one page that stay in both
 //! caches, instead of landing each message on lines, and every 4 KiB on a
-//! page, last touched a lap ago. The consumer sees ordinary padding.
+//! page, last touched a lap ago. Records larger than the window never wrap
+//! early: bulk data moves faster through the whole ring, where the producer
+//! writes lines that left the consumer's cache long ago. The consumer sees
+//! ordinary padding.
 //!
 //! # Publishing: the header word
 //!
@@ -115,7 +118,8 @@ const WATCH: u64 = 128;
 
 /// Bytes at the start of the data area that a conversation of small
 /// messages keeps to: once the producer is past them and the consumer has
-/// released everything, it pads to the end and starts again at offset 0.
+/// released everything, it pads to the end and starts again at offset 0
+/// (for a record that fits in the window; larger ones run through the ring).
 /// Those lines then stay in both caches, instead of each message landing on
 /// lines last touched a whole lap ago. Rings smaller than four windows run
 /// through their whole area.
@@ -362,7 +366,7 @@ impl Producer {
     fn reserve(&mut self, min: usize, want: usize) -> Result<Option<usize>> {
         debug_assert!(min <= want && record_len(min) <= self.ring.cap / 2);
         if self.head >= self.wrap_after {
-            self.wrap_early(record_len(min))?;
+            self.wrap_early(record_len(want))?;
         }
         let mut refreshed = false;
         loop {
@@ -387,11 +391,12 @@ impl Producer {
         }
     }
 
-    /// Past the first [`HOT_WINDOW`] bytes of the data area: when the
-    /// consumer has released everything and a record of `need` bytes fits
-    /// at the start, pads to the end so that the next record goes there.
-    /// Looks again a window later either way (one read of the tail per
-    /// window, so a stream that keeps the ring busy pays next to nothing).
+    /// Past the first [`HOT_WINDOW`] bytes of the data area: when the next
+    /// record (of at most `need` bytes) fits in a window and the consumer
+    /// has released everything, pads to the end so that the record goes at
+    /// the start. Looks again a window later either way (at most one read of
+    /// the tail per window, so a stream that keeps the ring busy pays next
+    /// to nothing).
     #[cold]
     #[inline(never)]
     fn wrap_early(&mut self, need: u64) -> Result<()> {
@@ -399,6 +404,15 @@ impl Producer {
         if off < HOT_WINDOW {
             // Not this lap's window yet (the ring wrapped on its own).
             self.wrap_after = self.head - off + HOT_WINDOW;
+            return Ok(());
+        }
+        if need > HOT_WINDOW {
+            // Bulk data: it gains nothing from a window it does not fit in,
+            // and a stream of it kept to the start would land each record
+            // on lines the consumer has just read, and the consumer on lines
+            // still in the producer's cache. Through the whole ring, the
+            // producer writes lines a lap old instead.
+            self.wrap_after = self.head + HOT_WINDOW;
             return Ok(());
         }
         self.refresh_tail()?;
@@ -1136,6 +1150,31 @@ mod tests {
         // Drained: from the next look on, back to the start.
         for i in 0..100 {
             let msg = pattern(64, i as u8);
+            send(&mut p, &msg);
+            last = recv(&mut c, &mut asm, &msg);
+        }
+        assert!(last < HOT_WINDOW as usize + HDR, "{last}");
+    }
+
+    #[test]
+    fn records_larger_than_the_window_run_through_the_ring() {
+        let cap = 8 * HOT_WINDOW as usize;
+        let (mut p, mut c, _r) = pair(cap);
+        let mut asm = Assembly::default();
+        // Each message read as soon as it is sent, yet they follow one
+        // another through the whole ring.
+        let mut offsets = Vec::new();
+        for i in 0..10 {
+            let msg = pattern(HOT_WINDOW as usize + 1 + i, i as u8);
+            send(&mut p, &msg);
+            offsets.push(recv(&mut c, &mut asm, &msg));
+        }
+        let furthest = offsets.iter().max().copied().unwrap_or(0);
+        assert!(furthest > cap / 2, "offsets {offsets:?}");
+        // A small message after them goes back to the start.
+        let mut last = 0;
+        for i in 0..3 {
+            let msg = pattern(64, i);
             send(&mut p, &msg);
             last = recv(&mut c, &mut asm, &msg);
         }
