@@ -70,13 +70,12 @@ fn spawn_self<S: AsRef<std::ffi::OsStr>>(
     what: &str,
 ) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("find the ipc-bench executable")?;
-    Command::new(exe)
-        .args(args)
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("spawn {what}"))
+        .stderr(Stdio::inherit());
+    ipc_testkit::start(&mut cmd).with_context(|| format!("spawn {what}"))
 }
 
 fn spawn(m: &Mechanism, endpoint: &Path) -> anyhow::Result<(Server, ConnectCtx)> {

@@ -12,12 +12,12 @@ const LOCAL: [&str; 4] = ["unix-raw", "ipc-unix", "tokio-unix", "interprocess"];
 const LOCAL: [&str; 4] = ["npipe-raw", "ipc-pipe", "tokio-pipe", "interprocess"];
 
 fn bench(args: &[&str], out: &std::path::Path) -> (std::process::Output, serde_json::Value) {
-    let output = Command::new(env!("CARGO_BIN_EXE_ipc-bench"))
-        .args(args)
-        .arg("--out-dir")
-        .arg(out)
-        .output()
-        .expect("run ipc-bench");
+    let output = ipc_testkit::output(
+        Command::new(env!("CARGO_BIN_EXE_ipc-bench"))
+            .args(args)
+            .arg("--out-dir")
+            .arg(out),
+    );
     let json = std::fs::read_to_string(out.join("results.json")).unwrap_or_else(|e| {
         panic!(
             "no results.json ({e}); stderr:\n{}",

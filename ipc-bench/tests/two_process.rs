@@ -5,12 +5,12 @@
 use std::process::Command;
 
 fn bench(args: &[&str], out: &std::path::Path) -> (std::process::Output, serde_json::Value) {
-    let output = Command::new(env!("CARGO_BIN_EXE_ipc-bench"))
-        .args(args)
-        .arg("--out-dir")
-        .arg(out)
-        .output()
-        .expect("run ipc-bench");
+    let output = ipc_testkit::output(
+        Command::new(env!("CARGO_BIN_EXE_ipc-bench"))
+            .args(args)
+            .arg("--out-dir")
+            .arg(out),
+    );
     let json = std::fs::read_to_string(out.join("results.json")).unwrap_or_else(|e| {
         panic!(
             "no results.json ({e}); stderr:\n{}",
@@ -161,11 +161,11 @@ fn chosen_loads_run_alone_and_kept_awake_cpus_are_recorded() {
 #[test]
 fn bad_arguments_are_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ipc-bench"))
-        .args(["--mechanism", "carrier-pigeon", "--out-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = ipc_testkit::output(
+        Command::new(env!("CARGO_BIN_EXE_ipc-bench"))
+            .args(["--mechanism", "carrier-pigeon", "--out-dir"])
+            .arg(dir.path()),
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

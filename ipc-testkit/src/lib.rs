@@ -1,6 +1,7 @@
-//! What the workspace's integration tests share: a second process that is
-//! a copy of the running test binary, started so that a platform hiccup at
-//! process creation does not fail a test, and killed however the test ends.
+//! What the workspace's tests and benchmark harnesses share: a second
+//! process (often a copy of the running binary), started so that a
+//! platform hiccup at process creation does not fail a run, and killed
+//! however the test ends.
 //!
 //! ```no_run
 //! use ipc_testkit::{spawn, test_binary, ChildGuard};
@@ -13,10 +14,11 @@
 //! # drop(child);
 //! ```
 
-use std::process::{Child, Command};
+use std::io;
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-/// How many times [`spawn`] starts a process whose start-up failed.
+/// How many times [`start`] starts a process whose start-up failed.
 pub const SPAWN_ATTEMPTS: u32 = 5;
 
 /// A command that re-runs the current test binary executing only the test
@@ -29,38 +31,60 @@ pub fn test_binary(test_name: &str) -> Command {
     cmd
 }
 
-/// Starts `cmd`, panicking with the command and the OS error if it cannot.
-///
-/// A start-up failure the platform reports as an internal error is tried
-/// again, up to [`SPAWN_ATTEMPTS`] times: Wine returns
+/// Starts `cmd`, panicking with the command and the OS error if it cannot
+/// (after the retries of [`start`]).
+pub fn spawn(cmd: &mut Command) -> Child {
+    start(cmd).unwrap_or_else(|e| {
+        panic!(
+            "starting the child process {:?} {:?} failed: {e}",
+            cmd.get_program(),
+            cmd.get_args().collect::<Vec<_>>()
+        )
+    })
+}
+
+/// Runs `cmd` to the end with its stdout and stderr captured, as
+/// [`Command::output`] does, but started with [`start`]. Panics if it cannot
+/// be started or waited for.
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    spawn(cmd)
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for {:?}: {e}", cmd.get_program()))
+}
+
+/// Starts `cmd`. A start-up failure the platform reports as an internal
+/// error is tried again, up to [`SPAWN_ATTEMPTS`] times: Wine returns
 /// `ERROR_INTERNAL_ERROR` (1359) from `CreateProcess` when the new process
 /// dies while it is being set up, which happens on a loaded machine and
-/// says nothing about the code under test. Every other error fails at once.
-pub fn spawn(cmd: &mut Command) -> Child {
+/// says nothing about the program started. Every other error is returned
+/// at once.
+///
+/// # Errors
+///
+/// The error of the last attempt.
+pub fn start(cmd: &mut Command) -> io::Result<Child> {
     let mut attempt = 1;
     loop {
         match cmd.spawn() {
-            Ok(child) => return child,
             Err(e) if is_start_up_failure(&e) && attempt < SPAWN_ATTEMPTS => {
                 eprintln!(
-                    "ipc-testkit: starting {:?} failed at attempt {attempt} ({e}); trying again",
+                    "starting {:?} failed at attempt {attempt} ({e}); trying again",
                     cmd.get_program()
                 );
                 std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
                 attempt += 1;
             }
-            Err(e) => panic!(
-                "starting the child process {:?} {:?} failed after {attempt} attempt(s): {e}",
-                cmd.get_program(),
-                cmd.get_args().collect::<Vec<_>>()
-            ),
+            result => return result,
         }
     }
 }
 
 /// Whether `e` is the platform failing to set a new process up, rather
 /// than the command being wrong (missing file, no permission, ...).
-fn is_start_up_failure(e: &std::io::Error) -> bool {
+fn is_start_up_failure(e: &io::Error) -> bool {
     /// `ERROR_INTERNAL_ERROR` from `winerror.h`.
     const ERROR_INTERNAL_ERROR: i32 = 1359;
     cfg!(windows) && e.raw_os_error() == Some(ERROR_INTERNAL_ERROR)
@@ -84,6 +108,7 @@ mod tests {
 
     #[test]
     fn a_missing_program_fails_at_once_naming_it() {
+        // A retry would sleep 200 ms first.
         let started = std::time::Instant::now();
         let err = std::panic::catch_unwind(|| {
             ChildGuard(spawn(&mut Command::new("ipc-testkit-no-such-program")))
@@ -93,8 +118,15 @@ mod tests {
             .downcast_ref::<String>()
             .expect("a formatted panic message");
         assert!(msg.contains("ipc-testkit-no-such-program"), "{msg}");
-        assert!(msg.contains("after 1 attempt"), "{msg}");
         assert!(started.elapsed() < Duration::from_millis(200), "no retry");
+    }
+
+    #[test]
+    fn output_captures_what_the_child_prints() {
+        let out = output(&mut test_binary("tests::child_that_sleeps"));
+        assert!(out.status.success(), "{out:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("1 passed"), "{stdout}");
     }
 
     #[test]
