@@ -18,7 +18,7 @@ use std::io;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-/// How many times [`start`] starts a process whose start-up failed.
+/// The most attempts [`start`] makes at starting one process.
 pub const SPAWN_ATTEMPTS: u32 = 5;
 
 /// A command that re-runs the current test binary executing only the test
