@@ -3,32 +3,14 @@
 //! JSON-RPC): each server is a real second process, each figure is measured,
 //! and each ratio names the baseline of its kind.
 
-use std::process::Command;
+mod support;
+use support::bench;
 
 /// The platform's local-stream goal: raw baseline, ours, then the peers.
 #[cfg(unix)]
 const LOCAL: [&str; 4] = ["unix-raw", "ipc-unix", "tokio-unix", "interprocess"];
 #[cfg(windows)]
 const LOCAL: [&str; 4] = ["npipe-raw", "ipc-pipe", "tokio-pipe", "interprocess"];
-
-fn bench(args: &[&str], out: &std::path::Path) -> (std::process::Output, serde_json::Value) {
-    let output = ipc_testkit::output(
-        Command::new(env!("CARGO_BIN_EXE_ipc-bench"))
-            .args(args)
-            .arg("--out-dir")
-            .arg(out),
-    );
-    let json = std::fs::read_to_string(out.join("results.json")).unwrap_or_else(|e| {
-        panic!(
-            "no results.json ({e}); stderr:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    (
-        output,
-        serde_json::from_str(&json).expect("results.json is JSON"),
-    )
-}
 
 /// Wine answers every process-time query with the caller's times, so the
 /// benchmark reports no CPU figures there (and says it runs under Wine).

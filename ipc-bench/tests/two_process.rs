@@ -4,24 +4,8 @@
 
 use std::process::Command;
 
-fn bench(args: &[&str], out: &std::path::Path) -> (std::process::Output, serde_json::Value) {
-    let output = ipc_testkit::output(
-        Command::new(env!("CARGO_BIN_EXE_ipc-bench"))
-            .args(args)
-            .arg("--out-dir")
-            .arg(out),
-    );
-    let json = std::fs::read_to_string(out.join("results.json")).unwrap_or_else(|e| {
-        panic!(
-            "no results.json ({e}); stderr:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    (
-        output,
-        serde_json::from_str(&json).expect("results.json is JSON"),
-    )
-}
+mod support;
+use support::bench;
 
 #[test]
 fn raw_and_framed_mechanisms_measure_across_processes_and_write_every_output() {
