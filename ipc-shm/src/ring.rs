@@ -58,7 +58,9 @@
 //! checks records against; it may lag behind the words (a record is visible
 //! as soon as its word is stored), so the consumer's tail may be ahead of
 //! the head last stored. The blocking API's fast path and its spinning read
-//! the word only.
+//! the word only; its first look at an empty ring, before it spins, takes
+//! the general path and so reads the head too, which measured faster (see
+//! `Link::wait_until`).
 //!
 //! # Memory model
 //!
