@@ -79,11 +79,12 @@ impl Link {
     /// `crate::ring`): measured with 64 B round trips between two
     /// processes, this cut the blocking API's p50 by 10% when cache-line
     /// transfers are fast and by 20% when they are slow, although the head
-    /// tells a receiver nothing its spin on the record's word does not. A
-    /// fixed pause of the same order before spinning made no difference or
-    /// made it slower; only prefetching the head's line did as well as
-    /// reading it. The sender's store of the head then has to take the line
-    /// back from the receiver's cache before it completes.
+    /// tells a receiver nothing its spin on the record's word does not. Why
+    /// is not established: a fixed pause before spinning gained nothing,
+    /// reading a line of the other ring that the peer also writes gained
+    /// nothing, and a prefetch of the head's line gained as much as reading
+    /// it. What seems to count is that the head's line is in the receiver's
+    /// cache when the sender stores the head.
     pub(crate) fn wait_until<T>(
         &self,
         mut ready: impl FnMut(bool, bool) -> Result<Option<T>>,
