@@ -234,12 +234,16 @@ pub fn main() {
             ] {
                 let (mut shm, mut raw, mut mem, mut ratio) = (vec![], vec![], vec![], vec![]);
                 for _ in 0..args.rounds {
-                    let s = throughput(size, count, args.ring, dir.path(), pinned);
+                    let tp = throughput(size, count, args.ring, dir.path(), pinned);
+                    let s = tp.rate;
                     let r = raw_ring(size, count, pinned);
                     let m = memcpy_bandwidth(size);
                     println!(
-                        "      round: ipc-shm {:.2} GB/s, raw ring {:.2} GB/s, memcpy {:.2} GB/s",
+                        "      round: ipc-shm {:.2} GB/s (sleeps: sender {}, receiver {}), \
+                         raw ring {:.2} GB/s, memcpy {:.2} GB/s",
                         s / 1e9,
+                        tp.sender_sleeps,
+                        tp.receiver_sleeps,
                         r / 1e9,
                         m / 1e9
                     );
@@ -563,7 +567,32 @@ mod iox {
 
 // ----------------------------------------------------------- throughput
 
-fn throughput(size: usize, count: usize, ring: usize, dir: &std::path::Path, pinned: bool) -> f64 {
+/// A throughput measurement of ipc-shm: bytes per second, and how many
+/// times the sender and the receiver slept while it ran (voluntary context
+/// switches of the two threads: a blocking call that outlasted its spin).
+struct Throughput {
+    rate: f64,
+    sender_sleeps: u64,
+    receiver_sleeps: u64,
+}
+
+/// Voluntary context switches of the calling thread so far.
+fn sleeps_of_this_thread() -> u64 {
+    // SAFETY: a zeroed rusage is valid; getrusage only writes it.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut ru);
+        ru.ru_nvcsw as u64
+    }
+}
+
+fn throughput(
+    size: usize,
+    count: usize,
+    ring: usize,
+    dir: &std::path::Path,
+    pinned: bool,
+) -> Throughput {
     let addr = shm_addr(dir, &format!("tp{size}.sock"));
     let rt = runtime();
     let opts = ShmOptions::new()
@@ -581,12 +610,25 @@ fn throughput(size: usize, count: usize, ring: usize, dir: &std::path::Path, pin
         conn.send(&msg).unwrap();
     }
     assert_eq!(&*conn.recv().unwrap(), b"warm");
+    let slept = sleeps_of_this_thread();
     let t = Instant::now();
     for _ in 0..count {
         conn.send(&msg).unwrap();
     }
-    assert_eq!(&*conn.recv().unwrap(), b"done");
-    (size * count) as f64 / t.elapsed().as_secs_f64()
+    let done = conn.recv().unwrap();
+    let rate = (size * count) as f64 / t.elapsed().as_secs_f64();
+    let sender_sleeps = sleeps_of_this_thread() - slept;
+    // "done <the sink's sleeps while it received>"
+    let receiver_sleeps = std::str::from_utf8(&done)
+        .ok()
+        .and_then(|d| d.strip_prefix("done "))
+        .and_then(|n| n.parse().ok())
+        .expect("the sink ends with \"done <sleeps>\"");
+    Throughput {
+        rate,
+        sender_sleeps,
+        receiver_sleeps,
+    }
 }
 
 /// Capacity of the rings in the throughput measurements (`--ring` changes
@@ -777,10 +819,12 @@ fn child(role: &str, arg: &str) {
                 take(&mut c);
             }
             c.send(b"warm").unwrap();
+            let slept = sleeps_of_this_thread();
             for _ in 0..count {
                 take(&mut c);
             }
-            c.send(b"done").unwrap();
+            let done = format!("done {}", sleeps_of_this_thread() - slept);
+            c.send(done.as_bytes()).unwrap();
             // Wait for the parent to hang up.
             let _ = c.recv();
         }
