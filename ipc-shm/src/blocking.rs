@@ -98,6 +98,40 @@ impl ShmConnection {
         self.tx.send(msg)
     }
 
+    /// Sends one message of `len` bytes written in place: blocks until the
+    /// ring has room for it, then calls `fill` with the message's bytes in
+    /// shared memory and publishes them when `fill` returns. The message
+    /// costs no copy, only what `fill` writes. See
+    /// [`ShmSender::send_with`].
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send); [`Error::FrameTooLarge`] above
+    /// [`max_in_place`](Self::max_in_place).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> ipc_core::Result<()> {
+    /// # let addr = "shm:echo".parse()?;
+    /// # let mut conn = ipc_shm::ShmConnection::connect(&addr, &ipc_shm::ShmOptions::default())?;
+    /// let reading: u64 = 42;
+    /// conn.send_with(8, |buf| buf.copy_from_slice(&reading.to_le_bytes()))?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[inline]
+    pub fn send_with<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
+        self.tx.send_with(len, fill)
+    }
+
+    /// The largest message [`send_with`](Self::send_with) takes: half the
+    /// ring less a record header, or the configured maximum message if
+    /// smaller.
+    pub fn max_in_place(&self) -> usize {
+        self.tx.max_in_place()
+    }
+
     /// Receives the next message, blocking until one arrives.
     ///
     /// # Errors
@@ -187,6 +221,69 @@ impl ShmSender {
             }
             Ok(done.then_some(()))
         })
+    }
+
+    /// Sends one message of `len` bytes written in place. See
+    /// [`ShmConnection::send_with`].
+    ///
+    /// Blocks while the ring is full, then calls `fill` once with a slice
+    /// of exactly `len` bytes inside the ring. Its contents on entry are
+    /// unspecified (bytes of earlier messages, or zeroes): `fill` should
+    /// write all of it, since the peer receives whatever is there. The peer
+    /// sees nothing of the message until `fill` returns; if `fill` panics,
+    /// nothing is sent and the sender stays usable. Messages above
+    /// [`max_in_place`](Self::max_in_place) are refused, not sent in pieces:
+    /// use [`send`](Self::send) for those.
+    ///
+    /// As with a borrowed [`Message`], the slice is shared memory: a peer
+    /// that breaks the protocol can change it while `fill` runs. Write to
+    /// it; do not rely on reading back what was written.
+    ///
+    /// # Errors
+    ///
+    /// As [`ShmConnection::send`]; [`Error::FrameTooLarge`] above
+    /// [`max_in_place`](Self::max_in_place), before `fill` is called.
+    #[inline]
+    pub fn send_with<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
+        let max = self.max_in_place();
+        if len > max {
+            return Err(Error::FrameTooLarge { len, max });
+        }
+        let slot = match self.prod.try_reserve_in_place(len) {
+            Ok(Some(slot)) if !self.link.gone() => slot,
+            _ => self.reserve_in_place_slow(len)?,
+        };
+        // SAFETY: try_reserve_in_place returned the start of `len` bytes
+        // inside the mapping that the consumer does not read before
+        // commit_in_place publishes them, and that nothing else of ours
+        // touches meanwhile (we hold `&mut self`). A peer that breaks the
+        // protocol can write them concurrently; they are plain bytes that we
+        // never read.
+        let buf = unsafe { std::slice::from_raw_parts_mut(slot, len) };
+        let r = fill(buf);
+        self.prod.commit_in_place(len);
+        self.link.notify();
+        Ok(r)
+    }
+
+    /// The room for [`Self::send_with`] when it is not there at once:
+    /// spins, sleeps, reports the peer's departure.
+    #[inline(never)]
+    fn reserve_in_place_slow(&mut self, len: usize) -> Result<*mut u8> {
+        let prod = &mut self.prod;
+        let link = &*self.link;
+        link.wait_until(|gone, _quick| {
+            if gone || link.bells.peer_closed() & CLOSED_GONE != 0 {
+                return Err(Error::Disconnected);
+            }
+            prod.try_reserve_in_place(len)
+        })
+    }
+
+    /// The largest message [`send_with`](Self::send_with) takes. See
+    /// [`ShmConnection::max_in_place`].
+    pub fn max_in_place(&self) -> usize {
+        self.max_message.min(self.prod.max_record_payload())
     }
 
     /// Stops sending: the peer receives what was sent, then
@@ -544,6 +641,92 @@ mod tests {
             }
             a = t.join().unwrap();
         }
+    }
+
+    /// The bytes of message `i` of the in-place tests.
+    fn pattern(i: usize, len: usize) -> impl Iterator<Item = u8> {
+        (0..len).map(move |k| (i * 31 + k * 7) as u8)
+    }
+
+    #[test]
+    fn send_with_writes_in_place_across_a_full_ring() {
+        let (a, mut b) = heap_pair(MIN_RING_CAPACITY);
+        let (mut tx, _rx) = a.into_split();
+        let max = tx.max_in_place();
+        assert_eq!(max, MIN_RING_CAPACITY / 2 - crate::ring::HDR);
+        // Sizes from 0 to the largest, so the ring fills, pads at its end
+        // and wraps; the receiver lags so the sender waits for room.
+        let n = if cfg!(miri) { 12 } else { 3000 };
+        let size = move |i: usize| if i % 5 == 4 { max } else { i * 37 % (max + 1) };
+        let t = std::thread::spawn(move || {
+            for i in 0..n {
+                let len = size(i);
+                let got = tx
+                    .send_with(len, |buf| {
+                        assert_eq!(buf.len(), len);
+                        for (d, s) in buf.iter_mut().zip(pattern(i, len)) {
+                            *d = s;
+                        }
+                        i
+                    })
+                    .unwrap();
+                assert_eq!(got, i, "send_with returns what fill returned");
+            }
+        });
+        for i in 0..n {
+            if i % 64 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let m = b.recv().unwrap();
+            assert!(m.is_borrowed());
+            assert!(
+                m.len() == size(i) && m.iter().copied().eq(pattern(i, size(i))),
+                "message {i}"
+            );
+        }
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn send_with_refuses_a_message_larger_than_in_place_and_sends_nothing() {
+        let (mut a, mut b) = heap_pair(MIN_RING_CAPACITY);
+        let max = a.max_in_place();
+        let mut called = false;
+        let err = a.send_with(max + 1, |_| called = true).unwrap_err();
+        assert!(
+            matches!(err, Error::FrameTooLarge { len, max: m } if len == max + 1 && m == max),
+            "{err}"
+        );
+        assert!(!called, "fill is not called for a refused message");
+        a.send_with(3, |buf| buf.copy_from_slice(b"abc")).unwrap();
+        assert_eq!(&*b.recv().unwrap(), b"abc");
+    }
+
+    #[test]
+    fn a_panic_in_send_with_sends_nothing() {
+        let (mut a, mut b) = heap_pair(MIN_RING_CAPACITY);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            a.send_with(100, |buf| {
+                buf.fill(0xee);
+                panic!("fill gave up");
+            })
+        }));
+        assert!(r.is_err());
+        assert!(b.try_recv().unwrap().is_none(), "nothing was published");
+        a.send_with(5, |buf| buf.copy_from_slice(b"after")).unwrap();
+        assert_eq!(&*b.recv().unwrap(), b"after");
+    }
+
+    #[test]
+    fn send_with_to_a_closed_peer_is_disconnected() {
+        let (mut a, b) = heap_pair(MIN_RING_CAPACITY);
+        drop(b);
+        let mut called = false;
+        assert!(matches!(
+            a.send_with(10, |_| called = true),
+            Err(Error::Disconnected)
+        ));
+        assert!(!called);
     }
 
     #[test]

@@ -464,8 +464,24 @@ impl Producer {
     /// Appends a record; `reserve` must have granted `bytes.len()` bytes.
     #[inline]
     fn append(&mut self, kind: u32, total: u64, bytes: &[u8]) {
-        let off = self.ring.offset(self.head);
         let len = bytes.len();
+        let dst = self.payload_slot(len);
+        // SAFETY: payload_slot returned the start of `len` bytes inside the
+        // data area that only we write until `commit` publishes them (see
+        // there); `bytes` is our caller's, so the two do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, len) }
+        let off = self.ring.offset(self.head);
+        self.commit(off, kind, len as u32, total, record_len(len));
+    }
+
+    /// Prepares the record at the head for `len` payload bytes (`reserve`
+    /// must have granted them) and returns where the payload goes: the
+    /// bytes `[ptr, ptr + len)` are inside the data area, in
+    /// `[head, tail + cap)`, released by the consumer (checked tail) and not
+    /// read by it before [`Self::commit`] stores the record's word.
+    #[inline]
+    fn payload_slot(&mut self, len: usize) -> *mut u8 {
+        let off = self.ring.offset(self.head);
         debug_assert!(off as usize + HDR + len <= self.ring.cap as usize);
         if len % HDR != 0 {
             // Zeroes the record's last 16 bytes, then the payload goes over
@@ -487,17 +503,9 @@ impl Producer {
                     .write_unaligned([0; HDR])
             }
         }
-        // SAFETY: reserve granted record_len(len) bytes at `off` inside the
-        // data area, in [head, tail + cap): released by the consumer (checked
-        // tail) and not read by it before `commit` stores the record's word.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                self.ring.data.add(off as usize + HDR),
-                len,
-            )
-        }
-        self.commit(off, kind, len as u32, total, record_len(len));
+        // SAFETY: reserve granted record_len(len) bytes at `off`, so
+        // off + HDR + len <= cap: the pointer stays inside the data area.
+        unsafe { self.ring.data.add(off as usize + HDR) }
     }
 
     /// Stores the head after the appended records (their words are stored
@@ -537,18 +545,51 @@ impl Producer {
     /// to handle. The fast path of the message API.
     #[inline]
     pub(crate) fn try_send_fast(&mut self, msg: &[u8]) -> bool {
-        if msg.len() > self.max_record_payload() {
-            return false;
-        }
-        let need = record_len(msg.len().max(1));
-        let free = self.ring.cap - (self.head - self.tail);
-        let to_end = self.ring.cap - self.ring.offset(self.head);
-        if need + HDR64 > free || need > to_end || self.head >= self.wrap_after {
+        if !self.fits_at_once(msg.len()) {
             return false;
         }
         self.append(kind::WHOLE, msg.len() as u64, msg);
         self.publish();
         true
+    }
+
+    /// Whether a whole record of `len` payload bytes fits at the head in
+    /// the space known to be free, with no padding or early wrap first (no
+    /// shared memory is read).
+    #[inline]
+    fn fits_at_once(&self, len: usize) -> bool {
+        if len > self.max_record_payload() {
+            return false;
+        }
+        let need = record_len(len.max(1));
+        let free = self.ring.cap - (self.head - self.tail);
+        let to_end = self.ring.cap - self.ring.offset(self.head);
+        need + HDR64 <= free && need <= to_end && self.head < self.wrap_after
+    }
+
+    /// Makes room at the head for a whole record of `len` payload bytes (at
+    /// most [`Self::max_record_payload`]), padding first if it does not fit
+    /// before the end; returns where its payload goes, or `None` when the
+    /// ring is too full. The caller writes the payload there and then calls
+    /// [`Self::commit_in_place`] with the same `len`, with no other call on
+    /// this producer in between; until then the consumer sees nothing of it.
+    /// The bytes hold whatever was there before (earlier records, zeroes).
+    #[inline]
+    pub(crate) fn try_reserve_in_place(&mut self, len: usize) -> Result<Option<*mut u8>> {
+        debug_assert!(len <= self.max_record_payload());
+        if !self.fits_at_once(len) && self.reserve(len.max(1), len.max(1))?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(self.payload_slot(len)))
+    }
+
+    /// Publishes the whole record of `len` bytes whose payload the caller
+    /// wrote at the place [`Self::try_reserve_in_place`] returned.
+    #[inline]
+    pub(crate) fn commit_in_place(&mut self, len: usize) {
+        let off = self.ring.offset(self.head);
+        self.commit(off, kind::WHOLE, len as u32, len as u64, record_len(len));
+        self.publish();
     }
 
     /// Pushes as much of message `msg` as fits, continuing from `*sent` bytes
