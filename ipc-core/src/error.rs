@@ -93,7 +93,7 @@ pub enum Error {
     },
 
     /// A frame's declared or scanned length is larger than allowed.
-    #[error("frame of {len} bytes exceeds the maximum of {max} bytes; raise max_frame_len on both sides or send smaller messages")]
+    #[error("frame of {len} bytes exceeds the maximum of {max} bytes; raise the limit on both sides (a codec's max_frame_len, ipc-shm's max_message_len; for ipc-shm's send_with, ring_capacity, or use send) or send smaller messages")]
     FrameTooLarge {
         /// The declared or observed length.
         len: usize,
