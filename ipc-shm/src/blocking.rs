@@ -5,6 +5,7 @@ use std::fmt;
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ipc_core::{Error, PeerInfo, Result};
 
@@ -146,6 +147,37 @@ impl ShmConnection {
         self.rx.recv()
     }
 
+    /// Receives the next message, waiting at most `timeout` for it: spins
+    /// and sleeps as [`recv`](Self::recv) does, and gives up when the time
+    /// has passed. A message that is already there is returned at once,
+    /// whatever the timeout; a zero timeout looks without waiting (as
+    /// [`try_recv`](Self::try_recv), but reporting an empty ring as an
+    /// error).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] with `timeout` when no message arrived in time
+    /// (the connection stays usable); otherwise as [`recv`](Self::recv).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> ipc_core::Result<()> {
+    /// # let addr = "shm:echo".parse()?;
+    /// # let mut conn = ipc_shm::ShmConnection::connect(&addr, &ipc_shm::ShmOptions::default())?;
+    /// use std::time::Duration;
+    /// match conn.recv_timeout(Duration::from_millis(100)) {
+    ///     Ok(msg) => println!("{} bytes", msg.len()),
+    ///     Err(ipc_core::Error::Timeout(_)) => println!("nothing yet"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message<'_>> {
+        self.rx.recv_timeout(timeout)
+    }
+
     /// Receives the next message into `buf`, replacing its contents and
     /// reusing its memory, blocking until one arrives: one copy out of the
     /// ring, straight into `buf`, and no allocation once `buf` is large
@@ -210,7 +242,7 @@ impl ShmSender {
         let mut sent = 0;
         let prod = &mut self.prod;
         let link = &*self.link;
-        link.wait_until(|gone, _quick| {
+        link.wait_until(None, |gone, _quick| {
             if gone || link.bells.peer_closed() & CLOSED_GONE != 0 {
                 return Err(Error::Disconnected);
             }
@@ -272,7 +304,7 @@ impl ShmSender {
     fn reserve_in_place_slow(&mut self, len: usize) -> Result<*mut u8> {
         let prod = &mut self.prod;
         let link = &*self.link;
-        link.wait_until(|gone, _quick| {
+        link.wait_until(None, |gone, _quick| {
             if gone || link.bells.peer_closed() & CLOSED_GONE != 0 {
                 return Err(Error::Disconnected);
             }
@@ -311,7 +343,21 @@ impl ShmReceiver {
         // The common case: a whole message waiting, read in place.
         let got = match self.next_whole() {
             Some(rec) => Got::Borrowed(rec),
-            None => self.recv_slow()?,
+            None => self.recv_slow(None)?,
+        };
+        Ok(self.wrap(got))
+    }
+
+    /// Receives the next message, waiting at most `timeout`. See
+    /// [`ShmConnection::recv_timeout`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ShmConnection::recv_timeout`].
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Message<'_>> {
+        let got = match self.next_whole() {
+            Some(rec) => Got::Borrowed(rec),
+            None => self.recv_slow(Some(timeout))?,
         };
         Ok(self.wrap(got))
     }
@@ -329,12 +375,14 @@ impl ShmReceiver {
     /// Waits for the next message: spins, sleeps, reassembles pieces,
     /// reports errors and the peer's departure.
     #[inline(never)]
-    fn recv_slow(&mut self) -> Result<Got> {
+    fn recv_slow(&mut self, timeout: Option<Duration>) -> Result<Got> {
         let cons = &mut self.cons;
         let asm = &mut self.asm;
         let link = &*self.link;
         let max = self.max_message;
-        link.wait_until(|gone, quick| step(cons, asm, link, max, gone, quick))
+        link.wait_until(timeout, |gone, quick| {
+            step(cons, asm, link, max, gone, quick)
+        })
     }
 
     /// Receives the next message into `buf` (replacing its contents),
@@ -346,7 +394,7 @@ impl ShmReceiver {
     pub fn recv_into(&mut self, buf: &mut Vec<u8>) -> Result<()> {
         let got = match self.next_whole() {
             Some(rec) => Got::Borrowed(rec),
-            None => self.recv_slow()?,
+            None => self.recv_slow(None)?,
         };
         match got {
             Got::Borrowed(rec) => {
@@ -727,6 +775,53 @@ mod tests {
             Err(Error::Disconnected)
         ));
         assert!(!called);
+    }
+
+    #[test]
+    fn recv_timeout_gives_up_in_time_and_the_connection_stays_usable() {
+        let (mut a, mut b) = heap_pair(MIN_RING_CAPACITY);
+        let wait = Duration::from_millis(30);
+        let t0 = std::time::Instant::now();
+        let err = b.recv_timeout(wait).map(|m| m.len()).unwrap_err();
+        let took = t0.elapsed();
+        assert!(matches!(err, Error::Timeout(d) if d == wait), "{err}");
+        assert!(took >= wait, "gave up after {took:?}, before {wait:?}");
+        // A zero timeout looks without waiting.
+        assert!(matches!(
+            b.recv_timeout(Duration::ZERO).map(|m| m.len()),
+            Err(Error::Timeout(_))
+        ));
+        // What arrives afterwards is received, also with a zero timeout.
+        a.send(b"first").unwrap();
+        a.send(b"second").unwrap();
+        assert_eq!(&*b.recv_timeout(Duration::ZERO).unwrap(), b"first");
+        assert_eq!(
+            &*b.recv_timeout(Duration::from_secs(60)).unwrap(),
+            b"second"
+        );
+    }
+
+    #[test]
+    fn recv_timeout_wakes_for_a_message_sent_while_it_sleeps() {
+        let (a, mut b) = heap_pair(MIN_RING_CAPACITY);
+        let (mut tx, _rx) = a.into_split();
+        let t = std::thread::spawn(move || {
+            // Past the 5 us spin: the receiver is asleep on its doorbell.
+            std::thread::sleep(Duration::from_millis(if cfg!(miri) { 5 } else { 50 }));
+            tx.send(b"late").unwrap();
+            tx
+        });
+        let long = Duration::from_secs(600);
+        let m = b.recv_timeout(long).unwrap();
+        assert_eq!(&*m, b"late");
+        drop(m);
+        let tx = t.join().unwrap();
+        // The peer closing ends a timed wait too, as Disconnected.
+        drop(tx);
+        assert!(matches!(
+            b.recv_timeout(long).map(|m| m.len()),
+            Err(Error::Disconnected)
+        ));
     }
 
     #[test]

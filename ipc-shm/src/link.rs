@@ -85,17 +85,31 @@ impl Link {
     /// nothing, and a prefetch of the head's line gained as much as reading
     /// it. What seems to count is that the head's line is in the receiver's
     /// cache when the sender stores the head.
+    ///
+    /// With a `timeout`, gives up with [`Error::Timeout`] once it has
+    /// passed, after a last full look (so a zero timeout still looks once
+    /// the way a sleeper would before it gives up). Its announcement of a
+    /// sleep stays set: the peer's next notification then makes one
+    /// needless wake-up call, which is cheaper than clearing it safely
+    /// while the other half of the connection may be sleeping on the same
+    /// bell.
     pub(crate) fn wait_until<T>(
         &self,
+        timeout: Option<Duration>,
         mut ready: impl FnMut(bool, bool) -> Result<Option<T>>,
     ) -> Result<T> {
         if let Some(v) = ready(self.gone(), false)? {
             return Ok(v);
         }
+        let deadline = timeout.map(|t| (Instant::now() + t, t));
         if cfg!(loom) {
             spin_hint();
         } else if !self.policy.spin.is_zero() {
             let start = Instant::now();
+            let spin_until = match deadline {
+                Some((d, _)) => (start + self.policy.spin).min(d),
+                None => start + self.policy.spin,
+            };
             let mut n = 0u32;
             loop {
                 if let Some(v) = ready(false, true)? {
@@ -103,7 +117,7 @@ impl Link {
                 }
                 spin_hint();
                 n = n.wrapping_add(1);
-                if n % 32 == 0 && start.elapsed() >= self.policy.spin {
+                if n % 32 == 0 && Instant::now() >= spin_until {
                     break;
                 }
             }
@@ -119,18 +133,27 @@ impl Link {
                 // `ready` saw the peer gone and had nothing left to return.
                 return Err(Error::Disconnected);
             }
+            // How long this sleep may last: until the next liveness check,
+            // or the deadline if that comes first.
+            let mut nap = self.policy.liveness;
+            if let Some((d, t)) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Error::Timeout(t));
+                }
+                nap = nap.min(left);
+            }
             if how == WAIT_FUTEX {
-                let liveness = if cfg!(loom) || !self.wire.is_connected() {
+                let nap = if cfg!(loom) || (!self.wire.is_connected() && deadline.is_none()) {
                     None
                 } else {
-                    Some(self.policy.liveness)
+                    Some(nap)
                 };
-                if self.bells.sleep(seq, liveness) {
+                if self.bells.sleep(seq, nap) && self.wire.is_connected() {
                     self.wire.check_alive(&self.bells, &self.hung_up);
                 }
             } else {
-                self.wire
-                    .wait(Some(self.policy.liveness), &self.bells, &self.hung_up);
+                self.wire.wait(Some(nap), &self.bells, &self.hung_up);
             }
         }
     }

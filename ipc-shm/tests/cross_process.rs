@@ -720,6 +720,39 @@ fn idle_connection_uses_no_cpu() {
     );
 }
 
+/// A timed receive from a live peer in another process that sends nothing
+/// gives up with `Timeout` (its sleeps wake for the liveness checks and the
+/// deadline); once the peer is gone, a timed receive reports
+/// `Disconnected`.
+#[test]
+fn recv_timeout_from_an_idle_peer_times_out_and_sees_it_leave() {
+    within(Duration::from_secs(60), "recv_timeout", || {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = temp_addr(dir.path());
+        let rt = rt();
+        let mut listener = rt
+            .block_on(async { ShmListener::bind_with(&addr, opts()) })
+            .unwrap();
+        let mut child = spawn_child("idle", &addr);
+        let mut conn = rt.block_on(listener.accept_connection()).unwrap();
+        wait_line(&mut child, "CONNECTED");
+        // Longer than the spin (50 us) and than a liveness check (20 ms).
+        let wait = Duration::from_millis(300);
+        let t0 = Instant::now();
+        let err = conn.recv_timeout(wait).map(|m| m.len()).unwrap_err();
+        let took = t0.elapsed();
+        assert!(matches!(err, Error::Timeout(d) if d == wait), "{err}");
+        assert!(took >= wait, "gave up after {took:?}, before {wait:?}");
+        // Closing the child's stdin ends it.
+        drop(child.0.stdin.take());
+        let err = conn
+            .recv_timeout(Duration::from_secs(30))
+            .map(|m| m.len())
+            .unwrap_err();
+        assert!(matches!(err, Error::Disconnected), "{err}");
+    });
+}
+
 /// The measuring side of [`idle_connection_uses_no_cpu`].
 fn idle_host(base: &Address) {
     let (addr, addr2) = two_addresses(base);
