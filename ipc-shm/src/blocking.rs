@@ -18,8 +18,10 @@ use crate::ring::{Assembly, Consumer, Producer, Record, Recv};
 /// [`send`](Self::send) copies a message into the ring (in pieces when it is
 /// larger than half the ring); [`recv`](Self::recv) returns a [`Message`]
 /// that borrows the ring when the message is contiguous in it (every message
-/// up to half the ring size), so reading costs no copy. Both spin for the
-/// configured time and then sleep on the doorbell; both return
+/// up to half the ring size), so reading costs no copy;
+/// [`send_with`](Self::send_with) has the sender write a message in place,
+/// and [`recv_timeout`](Self::recv_timeout) bounds the wait for one. Both
+/// spin for the configured time and then sleep on the doorbell; both return
 /// [`Error::Disconnected`] once the peer is gone (after every message it sent
 /// has been received).
 ///
