@@ -20,10 +20,10 @@ use crate::ring::{Assembly, Consumer, Producer, Record, Recv};
 /// that borrows the ring when the message is contiguous in it (every message
 /// up to half the ring size), so reading costs no copy;
 /// [`send_with`](Self::send_with) has the sender write a message in place,
-/// and [`recv_timeout`](Self::recv_timeout) bounds the wait for one. Both
-/// spin for the configured time and then sleep on the doorbell; both return
-/// [`Error::Disconnected`] once the peer is gone (after every message it sent
-/// has been received).
+/// and [`recv_timeout`](Self::recv_timeout) bounds the wait for one. A
+/// call that has to wait spins for the configured time and then sleeps on
+/// the doorbell; sending and receiving return [`Error::Disconnected`] once
+/// the peer is gone (after every message it sent has been received).
 ///
 /// Obtain one with [`crate::ShmListener::accept_connection`] or
 /// [`ShmConnection::connect`]; split it with [`into_split`](Self::into_split)
