@@ -158,10 +158,8 @@ fn bad_arguments_are_refused_with_a_reason() {
     );
     assert!(err.contains("unix-raw"), "lists what exists: {err}");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_ipc-bench"))
-        .args(["--size", "3MiB"])
-        .output()
-        .unwrap();
+    let out =
+        ipc_testkit::output(Command::new(env!("CARGO_BIN_EXE_ipc-bench")).args(["--size", "3MiB"]));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("out of range"));
 }
@@ -173,20 +171,20 @@ fn a_server_that_cannot_start_is_reported_and_the_run_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let eps = tempfile::tempdir().unwrap();
     std::fs::write(eps.path().join("unix-raw.ep"), b"not a socket").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_ipc-bench"))
-        .args([
-            "--mechanism",
-            "unix-raw,pipe-raw",
-            "--size",
-            "64",
-            "--duration",
-            "0.02",
-        ])
-        .args(["--rate", "1000", "--quick", "--out-dir"])
-        .arg(dir.path())
-        .env("IPC_BENCH_ENDPOINT_DIR", eps.path())
-        .output()
-        .unwrap();
+    let output = ipc_testkit::output(
+        Command::new(env!("CARGO_BIN_EXE_ipc-bench"))
+            .args([
+                "--mechanism",
+                "unix-raw,pipe-raw",
+                "--size",
+                "64",
+                "--duration",
+                "0.02",
+            ])
+            .args(["--rate", "1000", "--quick", "--out-dir"])
+            .arg(dir.path())
+            .env("IPC_BENCH_ENDPOINT_DIR", eps.path()),
+    );
     assert!(
         output.status.success(),
         "{}",
