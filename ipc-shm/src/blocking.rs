@@ -287,12 +287,11 @@ impl ShmSender {
             Ok(Some(slot)) if !self.link.gone() => slot,
             _ => self.reserve_in_place_slow(len)?,
         };
-        // SAFETY: try_reserve_in_place returned the start of `len` bytes
-        // inside the mapping that the consumer does not read before
-        // commit_in_place publishes them, and that nothing else of ours
-        // touches meanwhile (we hold `&mut self`). A peer that breaks the
-        // protocol can write them concurrently; they are plain bytes that we
-        // never read.
+        // A peer that breaks the protocol can write these bytes while `fill`
+        // runs; they are plain bytes that we never read.
+        // SAFETY: `slot` starts `len` bytes in the mapping that the consumer
+        // does not read before commit_in_place, and that nothing else of ours
+        // touches meanwhile (we hold `&mut self`).
         let buf = unsafe { std::slice::from_raw_parts_mut(slot, len) };
         let r = fill(buf);
         self.prod.commit_in_place(len);
