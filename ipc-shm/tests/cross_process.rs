@@ -88,6 +88,37 @@ fn wait_line(child: &mut ChildGuard, prefix: &str) -> String {
     }
 }
 
+/// A child in `role` connected to a fresh listener: the server's blocking
+/// end and the child, with what must outlive them (fields drop in order:
+/// the connection first, the directory of the socket last).
+struct Served {
+    conn: ShmConnection,
+    child: ChildGuard,
+    _listener: ShmListener,
+    _rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+/// Binds a listener with `opts` in a fresh directory, starts a child in
+/// `role` against it and accepts the child's blocking connection.
+fn serve_child(role: &str, opts: ShmOptions) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = temp_addr(dir.path());
+    let rt = rt();
+    let mut listener = rt
+        .block_on(async { ShmListener::bind_with(&addr, opts) })
+        .unwrap();
+    let child = spawn_child(role, &addr);
+    let conn = rt.block_on(listener.accept_connection()).unwrap();
+    Served {
+        conn,
+        child,
+        _listener: listener,
+        _rt: rt,
+        _dir: dir,
+    }
+}
+
 /// Message `i`: a slice of a fixed random block, stamped with its index.
 fn message(block: &[u8], i: usize) -> Vec<u8> {
     let n = size_of_message(i);
@@ -451,15 +482,8 @@ fn hostile(role: &str, addr: &Address) {
 #[test]
 fn hundred_thousand_mixed_messages_both_directions() {
     within(Duration::from_secs(300), "mixed messages", || {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = temp_addr(dir.path());
-        let rt = rt();
-        let mut listener = rt
-            .block_on(async { ShmListener::bind_with(&addr, opts()) })
-            .unwrap();
-        let _child = spawn_child("echo", &addr);
-        let conn = rt.block_on(listener.accept_connection()).unwrap();
-        let (mut tx, mut rx) = conn.into_split();
+        let served = serve_child("echo", opts());
+        let (mut tx, mut rx) = served.conn.into_split();
         const N: usize = 100_000;
         let block = std::sync::Arc::new(random_block());
         let b2 = block.clone();
@@ -523,30 +547,21 @@ fn json_rpc_server_and_client_over_shm() {
 
 fn hostile_case(role: &'static str, server_sends: bool) -> Error {
     within(Duration::from_secs(60), role, move || {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = temp_addr(dir.path());
-        let rt = rt();
-        let mut listener = rt
-            .block_on(async {
-                ShmListener::bind_with(&addr, ShmOptions::new().ring_capacity(4096))
-            })
-            .unwrap();
-        let mut child = spawn_child(role, &addr);
-        let mut conn = rt.block_on(listener.accept_connection()).unwrap();
-        wait_line(&mut child, "SCRIBBLED");
+        let mut served = serve_child(role, ShmOptions::new().ring_capacity(4096));
+        wait_line(&mut served.child, "SCRIBBLED");
         let err = loop {
             if server_sends {
-                if let Err(e) = conn.send(&[1u8; 1000]) {
+                if let Err(e) = served.conn.send(&[1u8; 1000]) {
                     break e;
                 }
             } else {
-                match conn.recv() {
+                match served.conn.recv() {
                     Ok(_) => continue,
                     Err(e) => break e,
                 }
             }
         };
-        drop(child);
+        drop(served);
         err
     })
 }
@@ -601,18 +616,12 @@ const KILL_NOTICED: Duration = Duration::from_secs(5);
 #[test]
 fn sigkill_mid_stream_is_disconnected_within_100ms() {
     let elapsed = within(Duration::from_secs(60), "sigkill", || {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = temp_addr(dir.path());
-        let rt = rt();
-        let mut listener = rt
-            .block_on(async { ShmListener::bind_with(&addr, opts()) })
-            .unwrap();
-        let mut child = spawn_child("flood", &addr);
-        let mut conn = rt.block_on(listener.accept_connection()).unwrap();
+        let mut served = serve_child("flood", opts());
         // Receive a while, then kill the sender mid-stream.
         for _ in 0..200 {
-            conn.recv().unwrap();
+            served.conn.recv().unwrap();
         }
+        let mut conn = served.conn;
         let (done_tx, done_rx) = mpsc::channel();
         let reader = std::thread::spawn(move || loop {
             match conn.recv() {
@@ -624,7 +633,7 @@ fn sigkill_mid_stream_is_disconnected_within_100ms() {
             }
         });
         let killed = Instant::now();
-        child.0.kill().unwrap();
+        served.child.0.kill().unwrap();
         let (at, err) = done_rx.recv().unwrap();
         reader.join().unwrap();
         assert!(matches!(err, Error::Disconnected), "{err}");
@@ -727,25 +736,19 @@ fn idle_connection_uses_no_cpu() {
 #[test]
 fn recv_timeout_from_an_idle_peer_times_out_and_sees_it_leave() {
     within(Duration::from_secs(60), "recv_timeout", || {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = temp_addr(dir.path());
-        let rt = rt();
-        let mut listener = rt
-            .block_on(async { ShmListener::bind_with(&addr, opts()) })
-            .unwrap();
-        let mut child = spawn_child("idle", &addr);
-        let mut conn = rt.block_on(listener.accept_connection()).unwrap();
-        wait_line(&mut child, "CONNECTED");
+        let mut served = serve_child("idle", opts());
+        wait_line(&mut served.child, "CONNECTED");
         // Longer than the spin (50 us) and than a liveness check (20 ms).
         let wait = Duration::from_millis(300);
         let t0 = Instant::now();
-        let err = conn.recv_timeout(wait).map(|m| m.len()).unwrap_err();
+        let err = served.conn.recv_timeout(wait).map(|m| m.len()).unwrap_err();
         let took = t0.elapsed();
         assert!(matches!(err, Error::Timeout(d) if d == wait), "{err}");
         assert!(took >= wait, "gave up after {took:?}, before {wait:?}");
         // Closing the child's stdin ends it.
-        drop(child.0.stdin.take());
-        let err = conn
+        drop(served.child.0.stdin.take());
+        let err = served
+            .conn
             .recv_timeout(Duration::from_secs(30))
             .map(|m| m.len())
             .unwrap_err();
