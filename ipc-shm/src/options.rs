@@ -52,7 +52,7 @@ impl Default for ShmOptions {
 }
 
 impl ShmOptions {
-    /// The defaults: 1 MiB rings, 50 us spin for blocking calls, no spin in
+    /// The defaults: 4 MiB rings, 50 us spin for blocking calls, no spin in
     /// async calls, same-user peers only.
     pub fn new() -> Self {
         Self::default()

@@ -20,7 +20,8 @@ const SPIN: Duration = Duration::from_micros(50);
 /// What to run: `--quick` (fewer samples, one round), `--rounds N` (each
 /// measurement repeated N times, interleaved; the medians are reported),
 /// `--only floor,blocking,async,unix,iceoryx2,throughput`, `--ring BYTES`
-/// (ring capacity of ipc-shm in the throughput runs, default 4 MiB), or
+/// (ring capacity of ipc-shm in the throughput runs; default: the crate's
+/// default, 4 MiB), or
 /// `--single blocking|async N` (see [`single_process`]).
 struct Args {
     quick: bool,
@@ -37,7 +38,7 @@ impl Args {
             rounds: 5,
             only: None,
             single: None,
-            ring: TP_RING,
+            ring: ShmOptions::new().get_ring_capacity(),
         };
         let mut it = std::env::args().skip(1);
         while let Some(arg) = it.next() {
@@ -49,7 +50,7 @@ impl Args {
                 "--rounds" => a.rounds = it.next().and_then(|v| v.parse().ok()).unwrap_or(5).max(1),
                 "--only" => a.only = it.next().map(|v| v.split(',').map(str::to_owned).collect()),
                 "--ring" => {
-                    a.ring = it.next().and_then(|v| v.parse().ok()).unwrap_or(TP_RING);
+                    a.ring = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.ring);
                 }
                 "--single" => {
                     let api = it.next().unwrap_or_default();
@@ -236,15 +237,16 @@ pub fn main() {
                 for _ in 0..args.rounds {
                     let tp = throughput(size, count, args.ring, dir.path(), pinned);
                     let s = tp.rate;
-                    let r = raw_ring(size, count, pinned);
+                    let (r, queued) = raw_ring(size, count, pinned);
                     let m = memcpy_bandwidth(size);
                     println!(
                         "      round: ipc-shm {:.2} GB/s (sleeps: sender {}, receiver {}), \
-                         raw ring {:.2} GB/s, memcpy {:.2} GB/s",
+                         raw ring {:.2} GB/s ({:.0} KiB queued on average), memcpy {:.2} GB/s",
                         s / 1e9,
                         tp.sender_sleeps,
                         tp.receiver_sleeps,
                         r / 1e9,
+                        queued / 1024.0,
                         m / 1e9
                     );
                     ratio.push(s / m);
@@ -638,8 +640,9 @@ const TP_RING: usize = 4 << 20;
 /// The hardware's ceiling for the same job: a bare ring of `TP_RING` bytes
 /// in a shared memfd, the sender copying each message in and publishing one
 /// counter, the receiver busy-waiting, copying it out and publishing its own
-/// counter. No record headers, no checks, no sleeping.
-fn raw_ring(size: usize, count: usize, pinned: bool) -> f64 {
+/// counter. No record headers, no checks, no sleeping. Returns the rate and
+/// the mean of the bytes queued in the ring (sampled every 64 messages).
+fn raw_ring(size: usize, count: usize, pinned: bool) -> (f64, f64) {
     let fd = rustix::fs::memfd_create("raw-ring", rustix::fs::MemfdFlags::empty()).unwrap();
     rustix::fs::ftruncate(&fd, (4096 + TP_RING) as u64).unwrap();
     let (head, tail, data) = raw_ring_map(&fd);
@@ -653,7 +656,12 @@ fn raw_ring(size: usize, count: usize, pinned: bool) -> f64 {
     let total = warm + count as u64;
     let mut t = Instant::now();
     let mut tail_seen = 0u64;
+    let (mut queued, mut samples) = (0u64, 0u64);
     for i in 0..total {
+        if i >= warm && i % 64 == 0 {
+            queued += i - tail.load(Ordering::Acquire);
+            samples += 1;
+        }
         if i == warm {
             while tail.load(Ordering::Acquire) != warm {
                 spin_loop();
@@ -679,7 +687,8 @@ fn raw_ring(size: usize, count: usize, pinned: bool) -> f64 {
     while tail.load(Ordering::Acquire) != total {
         spin_loop();
     }
-    (size * count) as f64 / t.elapsed().as_secs_f64()
+    let rate = (size * count) as f64 / t.elapsed().as_secs_f64();
+    (rate, (queued * size as u64) as f64 / samples.max(1) as f64)
 }
 
 /// The head and tail counters (in messages) and the data area of a raw ring.
