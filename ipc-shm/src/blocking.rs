@@ -1,6 +1,7 @@
 //! The message-level API: whole messages, zero-copy reads, blocking calls
 //! that spin and then sleep, usable from any thread without a runtime.
 
+use std::cell::Cell;
 use std::fmt;
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
@@ -244,7 +245,8 @@ impl ShmSender {
         let mut sent = 0;
         let prod = &mut self.prod;
         let link = &*self.link;
-        link.wait_until(None, |gone, _quick| {
+        let moved = Cell::new(false);
+        link.wait_until(None, &moved, |gone, _quick| {
             if gone || link.bells.peer_closed() & CLOSED_GONE != 0 {
                 return Err(Error::Disconnected);
             }
@@ -252,6 +254,7 @@ impl ShmSender {
             let done = prod.try_send_message(msg, &mut sent)?;
             if sent != before || done {
                 link.notify();
+                moved.set(true);
             }
             Ok(done.then_some(()))
         })
@@ -305,7 +308,7 @@ impl ShmSender {
     fn reserve_in_place_slow(&mut self, len: usize) -> Result<*mut u8> {
         let prod = &mut self.prod;
         let link = &*self.link;
-        link.wait_until(None, |gone, _quick| {
+        link.wait_until(None, &Cell::new(false), |gone, _quick| {
             if gone || link.bells.peer_closed() & CLOSED_GONE != 0 {
                 return Err(Error::Disconnected);
             }
@@ -381,8 +384,9 @@ impl ShmReceiver {
         let asm = &mut self.asm;
         let link = &*self.link;
         let max = self.max_message;
-        link.wait_until(timeout, |gone, quick| {
-            step(cons, asm, link, max, gone, quick)
+        let moved = Cell::new(false);
+        link.wait_until(timeout, &moved, |gone, quick| {
+            step(cons, asm, link, max, gone, quick, &moved)
         })
     }
 
@@ -428,6 +432,7 @@ impl ShmReceiver {
             self.max_message,
             gone,
             false,
+            &Cell::new(false),
         )?;
         Ok(got.map(|g| self.wrap(g)))
     }
@@ -469,7 +474,8 @@ enum Got {
 /// else the general path (padding, pieces, errors, the peer's departure).
 /// With `quick` (while spinning), a tail whose header word shows no record
 /// is taken as empty without reading the head or anything else the general
-/// path reads, as long as the peer has not closed.
+/// path reads, as long as the peer has not closed. Sets `moved` when it
+/// released anything (pieces, padding) without returning a message.
 #[inline]
 fn step(
     cons: &mut Consumer,
@@ -478,6 +484,7 @@ fn step(
     max: usize,
     gone: bool,
     quick: bool,
+    moved: &Cell<bool>,
 ) -> Result<Option<Got>> {
     if !asm.is_assembling() {
         if let Some(rec) = cons.next_whole(max) {
@@ -504,6 +511,7 @@ fn step(
     // consumed: tell the sender, who may be waiting for it.
     if cons.position() != before {
         link.notify();
+        moved.set(true);
     }
     Ok(match got {
         Recv::Empty => None,
@@ -598,6 +606,7 @@ mod tests {
     use crate::layout::{CLIENT, MIN_RING_CAPACITY, SERVER};
     use crate::link::WaitPolicy;
     use crate::region::Region;
+    use crate::sync::Ordering;
     use std::time::Duration;
 
     /// Two connected ends over a heap region, no socket.
@@ -823,6 +832,114 @@ mod tests {
             b.recv_timeout(long).map(|m| m.len()),
             Err(Error::Disconnected)
         ));
+    }
+
+    /// A receiver with a spin of `spin` on side `CLIENT` of a 4 KiB heap
+    /// ring, and the bare parts of side `SERVER` for a test to drive piece
+    /// by piece: its producer, consumer and link.
+    fn receiver_and_bare_peer(spin: Duration) -> (ShmConnection, Producer, Consumer, Link) {
+        let region = Arc::new(Region::heap(MIN_RING_CAPACITY));
+        let policy = WaitPolicy {
+            spin,
+            liveness: Duration::from_millis(20),
+        };
+        let (client, server) = crate::sys::door::Door::pair_in_process().unwrap();
+        let link = Arc::new(Link::in_process(region.clone(), CLIENT, client, policy));
+        let conn = ShmConnection::from_parts(
+            Producer::new(region.clone(), CLIENT),
+            Consumer::new(region.clone(), SERVER),
+            link,
+            usize::MAX,
+            PeerInfo::default(),
+        );
+        let peer = Link::in_process(region.clone(), SERVER, server, policy);
+        (
+            conn,
+            Producer::new(region.clone(), SERVER),
+            Consumer::new(region, CLIENT),
+            peer,
+        )
+    }
+
+    /// Whether side `CLIENT` of the link's region ever announced a sleep: a
+    /// sleeper sets its `waiting` bits, and the peer's next notification
+    /// clears them and bumps `seq`.
+    fn client_slept(peer: &Link) -> bool {
+        let bell = peer.bells.peer();
+        bell.seq.load(Ordering::Acquire) != 0 || bell.waiting.load(Ordering::Acquire) != 0
+    }
+
+    /// One message of `PIECES` pieces (of up to half the 4 KiB ring) moved
+    /// in steps `GAP` apart: each gap is far shorter than the spin, the
+    /// whole message longer.
+    const PIECES: usize = 40;
+    const GAP: Duration = Duration::from_millis(40);
+    const LONG_SPIN: Duration = Duration::from_millis(400);
+
+    /// Checks that the test's message took longer than one spin.
+    fn check_steps(steps: u32) {
+        assert!(
+            GAP * steps > LONG_SPIN,
+            "the message moved in {steps} steps of {GAP:?}, within one spin"
+        );
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "sleeps for whole seconds of real time")]
+    fn a_receiver_keeps_spinning_while_pieces_keep_coming() {
+        let (mut conn, mut prod, _cons, peer) = receiver_and_bare_peer(LONG_SPIN);
+        // Pieces of up to half the 4 KiB ring: one fits at a time.
+        let msg: Vec<u8> = (0..PIECES * 2000).map(|i| i as u8).collect();
+        let t = std::thread::spawn(move || {
+            let mut sent = 0;
+            let mut steps = 0;
+            loop {
+                let done = prod.try_send_message(&msg, &mut sent).unwrap();
+                peer.notify();
+                if done {
+                    return (steps, peer);
+                }
+                steps += 1;
+                std::thread::sleep(GAP);
+            }
+        });
+        let got = conn.recv().unwrap().to_vec();
+        let (steps, peer) = t.join().unwrap();
+        assert_eq!(got, (0..PIECES * 2000).map(|i| i as u8).collect::<Vec<_>>());
+        check_steps(steps);
+        assert!(
+            !client_slept(&peer),
+            "the receiver slept while pieces came every {GAP:?}, within its spin of {LONG_SPIN:?}"
+        );
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "sleeps for whole seconds of real time")]
+    fn a_sender_keeps_spinning_while_the_receiver_takes_pieces() {
+        let (mut conn, _prod, mut cons, peer) = receiver_and_bare_peer(LONG_SPIN);
+        let msg: Vec<u8> = (0..PIECES * 2000).map(|i| (i * 7) as u8).collect();
+        let expect = msg.clone();
+        let t = std::thread::spawn(move || {
+            let mut asm = Assembly::default();
+            let mut steps = 0;
+            loop {
+                std::thread::sleep(GAP);
+                let got = cons.try_recv(&mut asm, usize::MAX).unwrap();
+                peer.notify();
+                if let Recv::Owned(v) = got {
+                    return (v, steps, peer);
+                }
+                steps += 1;
+            }
+        });
+        conn.send(&msg).unwrap();
+        let (got, steps, peer) = t.join().unwrap();
+        assert_eq!(got, expect);
+        check_steps(steps);
+        assert!(
+            !client_slept(&peer),
+            "the sender slept while room came every {GAP:?}, within its spin of {LONG_SPIN:?}"
+        );
     }
 
     #[test]

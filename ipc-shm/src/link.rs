@@ -2,6 +2,7 @@
 //! link to the peer (the bootstrap socket on Unix: liveness and, off Linux,
 //! the doorbell; the peer's process handle on Windows) and the wait policy.
 
+use std::cell::Cell;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,6 +76,13 @@ impl Link {
     /// re-check of the bell protocol) have it clear and must look at
     /// everything that could end the wait.
     ///
+    /// `ready` sets `moved` when it took or wrote a piece of a message sent
+    /// in pieces without finishing it. The peer is then busy with the same
+    /// message: when the spin time runs out and `moved` is set, the wait
+    /// clears it and spins again, and a sleeper that finds it set on waking
+    /// returns to spinning. A message of many pieces takes longer than one
+    /// spin, but its next piece comes sooner than a sleeper wakes up.
+    ///
     /// For a receiver, that first full look reads the producer's head (see
     /// `crate::ring`): measured with 64 B round trips between two
     /// processes, this cut the blocking API's p50 by 10% when cache-line
@@ -88,72 +96,89 @@ impl Link {
     ///
     /// With a `timeout`, gives up with [`Error::Timeout`] once it has
     /// passed, after a last full look (so a zero timeout still looks once
-    /// the way a sleeper would before it gives up). Its announcement of a
-    /// sleep stays set: the peer's next notification then makes one
-    /// needless wake-up call, which is cheaper than clearing it safely
-    /// while the other half of the connection may be sleeping on the same
-    /// bell.
+    /// the way a sleeper would before it gives up). An announcement of a
+    /// sleep that is not slept (a timeout, or a piece that moved) stays set:
+    /// the peer's next notification then makes one needless wake-up call,
+    /// which is cheaper than clearing it safely while the other half of the
+    /// connection may be sleeping on the same bell.
     pub(crate) fn wait_until<T>(
         &self,
         timeout: Option<Duration>,
+        moved: &Cell<bool>,
         mut ready: impl FnMut(bool, bool) -> Result<Option<T>>,
     ) -> Result<T> {
         if let Some(v) = ready(self.gone(), false)? {
             return Ok(v);
         }
         let deadline = timeout.map(|t| (Instant::now() + t, t));
-        if cfg!(loom) {
-            spin_hint();
-        } else if !self.policy.spin.is_zero() {
-            let start = Instant::now();
-            let spin_until = match deadline {
-                Some((d, _)) => (start + self.policy.spin).min(d),
-                None => start + self.policy.spin,
-            };
-            let mut n = 0u32;
+        let how = BLOCKING_SLEEP;
+        'spin: loop {
+            if cfg!(loom) {
+                spin_hint();
+            } else if !self.policy.spin.is_zero() {
+                let start = Instant::now();
+                let mut spin_until = match deadline {
+                    Some((d, _)) => (start + self.policy.spin).min(d),
+                    None => start + self.policy.spin,
+                };
+                let mut n = 0u32;
+                loop {
+                    if let Some(v) = ready(false, true)? {
+                        return Ok(v);
+                    }
+                    spin_hint();
+                    n = n.wrapping_add(1);
+                    if n % 32 == 0 {
+                        let now = Instant::now();
+                        if now >= spin_until {
+                            if !moved.take() || deadline.is_some_and(|(d, _)| now >= d) {
+                                break;
+                            }
+                            spin_until = match deadline {
+                                Some((d, _)) => (now + self.policy.spin).min(d),
+                                None => now + self.policy.spin,
+                            };
+                        }
+                    }
+                }
+            }
             loop {
-                if let Some(v) = ready(false, true)? {
+                let seq = self.bells.prepare_sleep(how);
+                let gone = self.gone();
+                if let Some(v) = ready(gone, false)? {
                     return Ok(v);
                 }
-                spin_hint();
-                n = n.wrapping_add(1);
-                if n % 32 == 0 && Instant::now() >= spin_until {
-                    break;
+                let moving = moved.take();
+                if gone && !moving {
+                    // `ready` saw the peer gone and had nothing left to return.
+                    return Err(Error::Disconnected);
                 }
-            }
-        }
-        let how = BLOCKING_SLEEP;
-        loop {
-            let seq = self.bells.prepare_sleep(how);
-            let gone = self.gone();
-            if let Some(v) = ready(gone, false)? {
-                return Ok(v);
-            }
-            if gone {
-                // `ready` saw the peer gone and had nothing left to return.
-                return Err(Error::Disconnected);
-            }
-            // How long this sleep may last: until the next liveness check,
-            // or the deadline if that comes first.
-            let mut nap = self.policy.liveness;
-            if let Some((d, t)) = deadline {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(Error::Timeout(t));
+                // How long this sleep may last: until the next liveness
+                // check, or the deadline if that comes first.
+                let mut nap = self.policy.liveness;
+                if let Some((d, t)) = deadline {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Error::Timeout(t));
+                    }
+                    nap = nap.min(left);
                 }
-                nap = nap.min(left);
-            }
-            if how == WAIT_FUTEX {
-                let nap = if cfg!(loom) || (!self.wire.is_connected() && deadline.is_none()) {
-                    None
+                if moving {
+                    // A piece came or went: spin for the next one.
+                    continue 'spin;
+                }
+                if how == WAIT_FUTEX {
+                    let nap = if cfg!(loom) || (!self.wire.is_connected() && deadline.is_none()) {
+                        None
+                    } else {
+                        Some(nap)
+                    };
+                    if self.bells.sleep(seq, nap) && self.wire.is_connected() {
+                        self.wire.check_alive(&self.bells, &self.hung_up);
+                    }
                 } else {
-                    Some(nap)
-                };
-                if self.bells.sleep(seq, nap) && self.wire.is_connected() {
-                    self.wire.check_alive(&self.bells, &self.hung_up);
+                    self.wire.wait(Some(nap), &self.bells, &self.hung_up);
                 }
-            } else {
-                self.wire.wait(Some(nap), &self.bells, &self.hung_up);
             }
         }
     }
