@@ -5,8 +5,9 @@
 //! `-- --rounds N` to repeat every measurement N times, interleaved, and
 //! report medians (default 5), `-- --only floor,blocking,async,unix,iceoryx2,throughput`
 //! to run a part, `-- --ring BYTES` for the ring capacity of the throughput
-//! runs, 4 MiB unless given). The binary re-runs itself as the peer process
-//! (`IPC_SHM_BENCH_ROLE`). Both processes pin themselves to different CPUs.
+//! runs, the crate's default of 4 MiB unless given). The binary re-runs
+//! itself as the peer process (`IPC_SHM_BENCH_ROLE`). Both processes pin
+//! themselves to different CPUs.
 //!
 //! Ratios are taken within a round (against the floor or memcpy measured
 //! right then), then the median over rounds is reported: on a shared or
