@@ -254,6 +254,8 @@ impl ShmSender {
             let done = prod.try_send_message(msg, &mut sent)?;
             if sent != before || done {
                 link.notify();
+            }
+            if sent != before {
                 moved.set(true);
             }
             Ok(done.then_some(()))
@@ -475,7 +477,7 @@ enum Got {
 /// With `quick` (while spinning), a tail whose header word shows no record
 /// is taken as empty without reading the head or anything else the general
 /// path reads, as long as the peer has not closed. Sets `moved` when it
-/// released anything (pieces, padding) without returning a message.
+/// released anything (a piece, padding).
 #[inline]
 fn step(
     cons: &mut Consumer,

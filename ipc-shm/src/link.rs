@@ -111,16 +111,17 @@ impl Link {
             return Ok(v);
         }
         let deadline = timeout.map(|t| (Instant::now() + t, t));
+        // The end of a spin that starts at `now`.
+        let spin_end = |now: Instant| match deadline {
+            Some((d, _)) => (now + self.policy.spin).min(d),
+            None => now + self.policy.spin,
+        };
         let how = BLOCKING_SLEEP;
         'spin: loop {
             if cfg!(loom) {
                 spin_hint();
             } else if !self.policy.spin.is_zero() {
-                let start = Instant::now();
-                let mut spin_until = match deadline {
-                    Some((d, _)) => (start + self.policy.spin).min(d),
-                    None => start + self.policy.spin,
-                };
+                let mut spin_until = spin_end(Instant::now());
                 let mut n = 0u32;
                 loop {
                     if let Some(v) = ready(false, true)? {
@@ -134,10 +135,7 @@ impl Link {
                             if !moved.take() || deadline.is_some_and(|(d, _)| now >= d) {
                                 break;
                             }
-                            spin_until = match deadline {
-                                Some((d, _)) => (now + self.policy.spin).min(d),
-                                None => now + self.policy.spin,
-                            };
+                            spin_until = spin_end(now);
                         }
                     }
                 }
