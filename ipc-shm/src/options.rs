@@ -13,10 +13,10 @@ use crate::layout::DEFAULT_RING_CAPACITY;
 /// use ipc_shm::ShmOptions;
 ///
 /// let opts = ShmOptions::new()
-///     .ring_capacity(4 << 20)
+///     .ring_capacity(1 << 20)
 ///     .spin(Duration::from_micros(100))
 ///     .async_spin(Duration::from_micros(20));
-/// assert_eq!(opts.get_ring_capacity(), 4 << 20);
+/// assert_eq!(opts.get_ring_capacity(), 1 << 20);
 /// ```
 #[derive(Debug, Clone)]
 pub struct ShmOptions {
@@ -60,14 +60,22 @@ impl ShmOptions {
 
     /// Bytes per ring (each direction), a power of two between
     /// [`crate::layout::MIN_RING_CAPACITY`] and
-    /// [`crate::layout::MAX_RING_CAPACITY`]. Set by the server; the client
-    /// uses what the server chose.
+    /// [`crate::layout::MAX_RING_CAPACITY`]; default
+    /// [`crate::layout::DEFAULT_RING_CAPACITY`], 4 MiB. Set by the server;
+    /// the client uses what the server chose. A connection takes the pages
+    /// of its two rings as they are written: one of small messages holds a
+    /// few pages, one that streams up to twice this (on Windows the whole
+    /// region counts against the commit limit from the start). Bulk streams
+    /// want rings well above a core's L2 cache.
     pub fn ring_capacity(mut self, bytes: usize) -> Self {
         self.ring_capacity = bytes;
         self
     }
 
-    /// How long a blocking call spins before it sleeps on the doorbell.
+    /// How long a blocking call spins before it sleeps on the doorbell
+    /// (default 50 µs). A call that moves a message in pieces starts its
+    /// spin again at each piece, so only a stall of a whole spin between
+    /// two pieces puts it to sleep.
     pub fn spin(mut self, d: Duration) -> Self {
         self.spin = d;
         self
