@@ -85,7 +85,7 @@ pub fn mechanisms() -> Vec<Mechanism> {
             baseline: "ipc-jsonrpc",
             about:
                 "JSON-RPC calls: ipc_core::Client to ipc_core::Server over ipc_shm::ShmTransport \
-                    (1 MiB rings, no spin), length-delimited framing",
+                    (the default rings, no spin), length-delimited framing",
             server: ServerKind::Child,
             serve: |ctx| serve_jsonrpc(ctx, None),
             connect: |ctx| jsonrpc_session(&ctx.endpoint, None),
