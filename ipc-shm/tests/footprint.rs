@@ -7,7 +7,6 @@
 //! here.
 #![cfg(target_os = "linux")]
 
-use std::io::Read;
 use std::sync::Mutex;
 
 use ipc_core::Address;
@@ -32,10 +31,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// The `(size, resident)` bytes of every mapping of an ipc-shm region in
 /// this process.
 fn region_mappings() -> Vec<(usize, usize)> {
-    let mut smaps = String::new();
-    std::fs::File::open("/proc/self/smaps")
-        .and_then(|mut f| f.read_to_string(&mut smaps))
-        .expect("reading /proc/self/smaps");
+    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("reading /proc/self/smaps");
     let mut found = Vec::new();
     let mut current: Option<(usize, usize)> = None;
     for line in smaps.lines() {
