@@ -236,9 +236,11 @@ pub fn main() {
                 (4 << 20, if args.quick { 100 } else { 1_000 }),
             ] {
                 let (mut shm, mut raw, mut mem, mut ratio) = (vec![], vec![], vec![], vec![]);
+                let mut asy = vec![];
                 for _ in 0..args.rounds {
                     let tp = throughput(size, count, args.ring, dir.path(), pinned);
                     let s = tp.rate;
+                    let a = async_throughput(size, count, args.ring, dir.path(), pinned);
                     // Messages that ipc-shm sends in pieces (larger than
                     // half its ring) go in pieces through the bare ring too.
                     let piece = if size > args.ring / 2 {
@@ -250,26 +252,31 @@ pub fn main() {
                     let m = memcpy_bandwidth(size);
                     println!(
                         "      round: ipc-shm {:.2} GB/s (sleeps: sender {}, receiver {}), \
+                         async Transport {:.2} GB/s, \
                          raw ring {:.2} GB/s ({:.0} KiB queued on average), memcpy {:.2} GB/s",
                         s / 1e9,
                         tp.sender_sleeps,
                         tp.receiver_sleeps,
+                        a / 1e9,
                         r / 1e9,
                         queued / 1024.0,
                         m / 1e9
                     );
                     ratio.push(s / m);
                     shm.push(s);
+                    asy.push(a);
                     raw.push(r);
                     mem.push(m);
                 }
                 println!(
-                    "    {:>5} KiB messages, median    {:>7.2} GB/s {:>7.2} GB/s   {:>7.2} GB/s       {:>5.0}%",
+                    "    {:>5} KiB messages, median    {:>7.2} GB/s {:>7.2} GB/s   {:>7.2} GB/s       {:>5.0}%   \
+                     (async Transport {:.2} GB/s)",
                     size >> 10,
                     median(shm) / 1e9,
                     median(raw) / 1e9,
                     median(mem) / 1e9,
-                    100.0 * median(ratio)
+                    100.0 * median(ratio),
+                    median(asy) / 1e9
                 );
             }
         }
@@ -642,6 +649,41 @@ fn throughput(
     }
 }
 
+/// The same stream through the async `Transport` (no spin, the default):
+/// `write_all` of each message against the peer's `read_exact`, a
+/// current-thread runtime in each process.
+fn async_throughput(
+    size: usize,
+    count: usize,
+    ring: usize,
+    dir: &std::path::Path,
+    pinned: bool,
+) -> f64 {
+    let addr = shm_addr(dir, &format!("atp{size}.sock"));
+    let rt = runtime();
+    let opts = ShmOptions::new().ring_capacity(ring);
+    let mut listener = rt
+        .block_on(async { ShmListener::bind_with(&addr, opts) })
+        .unwrap();
+    let _peer = spawn("async-sink", &format!("{addr} {size} {count} {pinned}"));
+    rt.block_on(async {
+        let mut t = listener.accept_shm().await.unwrap();
+        let msg = vec![0xa5u8; size];
+        let mut ack = [0u8; 1];
+        // Warm up, then time `count` messages until the sink acknowledges.
+        for _ in 0..count / 10 {
+            t.write_all(&msg).await.unwrap();
+        }
+        t.read_exact(&mut ack).await.unwrap();
+        let start = Instant::now();
+        for _ in 0..count {
+            t.write_all(&msg).await.unwrap();
+        }
+        t.read_exact(&mut ack).await.unwrap();
+        (size * count) as f64 / start.elapsed().as_secs_f64()
+    })
+}
+
 /// Capacity of the rings in the throughput measurements (`--ring` changes
 /// that of ipc-shm, whose default is the crate's, also 4 MiB).
 const TP_RING: usize = 4 << 20;
@@ -786,6 +828,29 @@ fn child(role: &str, arg: &str) {
                     return;
                 }
             }
+        }
+        "async-sink" => {
+            let mut it = arg.split(' ');
+            let addr: Address = it.next().unwrap().parse().unwrap();
+            let size: usize = it.next().unwrap().parse().unwrap();
+            let count: usize = it.next().unwrap().parse().unwrap();
+            if it.next() == Some("false") {
+                unpin();
+            }
+            runtime().block_on(async {
+                let mut t = ShmTransport::connect(&addr, &ShmOptions::new())
+                    .await
+                    .unwrap();
+                let mut buf = vec![0u8; size];
+                for n in [count / 10, count] {
+                    for _ in 0..n {
+                        t.read_exact(&mut buf).await.unwrap();
+                    }
+                    t.write_all(b"k").await.unwrap();
+                }
+                // Wait for the parent to hang up.
+                let _ = t.read(&mut buf).await;
+            });
         }
         "async-echo" => {
             let addr: Address = arg.parse().unwrap();
