@@ -604,6 +604,47 @@ fn sleeps_of_this_thread() -> u64 {
     }
 }
 
+/// One throughput run's server: a listener bound with `opts` in `dir`,
+/// and the sink `role` started in a second process, which connects to it
+/// and takes `count` messages of `size` bytes after a tenth as many to
+/// warm up (see [`SinkArgs`]).
+fn start_sink(
+    role: &str,
+    opts: ShmOptions,
+    size: usize,
+    count: usize,
+    dir: &std::path::Path,
+    pinned: bool,
+) -> (tokio::runtime::Runtime, ShmListener, Peer) {
+    let addr = shm_addr(dir, &format!("{role}{size}.sock"));
+    let rt = runtime();
+    let listener = rt
+        .block_on(async { ShmListener::bind_with(&addr, opts) })
+        .unwrap();
+    let peer = spawn(role, &format!("{addr} {size} {count} {pinned}"));
+    (rt, listener, peer)
+}
+
+/// What a sink of [`start_sink`] is told; unpins it when asked to.
+struct SinkArgs {
+    addr: Address,
+    size: usize,
+    count: usize,
+}
+
+impl SinkArgs {
+    fn parse(arg: &str) -> SinkArgs {
+        let mut it = arg.split(' ');
+        let addr = it.next().unwrap().parse().unwrap();
+        let size = it.next().unwrap().parse().unwrap();
+        let count = it.next().unwrap().parse().unwrap();
+        if it.next() == Some("false") {
+            unpin();
+        }
+        SinkArgs { addr, size, count }
+    }
+}
+
 fn throughput(
     size: usize,
     count: usize,
@@ -611,16 +652,11 @@ fn throughput(
     dir: &std::path::Path,
     pinned: bool,
 ) -> Throughput {
-    let addr = shm_addr(dir, &format!("tp{size}.sock"));
-    let rt = runtime();
     let opts = ShmOptions::new()
         .ring_capacity(ring)
         .max_message_len(size)
         .spin(SPIN);
-    let mut listener = rt
-        .block_on(async { ShmListener::bind_with(&addr, opts) })
-        .unwrap();
-    let _peer = spawn("sink", &format!("{addr} {size} {count} {pinned}"));
+    let (rt, mut listener, _peer) = start_sink("sink", opts, size, count, dir, pinned);
     let mut conn = rt.block_on(listener.accept_connection()).unwrap();
     let msg = vec![0xa5u8; size];
     // Warm up, then time `count` messages until the sink acknowledges.
@@ -659,13 +695,8 @@ fn async_throughput(
     dir: &std::path::Path,
     pinned: bool,
 ) -> f64 {
-    let addr = shm_addr(dir, &format!("atp{size}.sock"));
-    let rt = runtime();
     let opts = ShmOptions::new().ring_capacity(ring);
-    let mut listener = rt
-        .block_on(async { ShmListener::bind_with(&addr, opts) })
-        .unwrap();
-    let _peer = spawn("async-sink", &format!("{addr} {size} {count} {pinned}"));
+    let (rt, mut listener, _peer) = start_sink("async-sink", opts, size, count, dir, pinned);
     rt.block_on(async {
         let mut t = listener.accept_shm().await.unwrap();
         let msg = vec![0xa5u8; size];
@@ -830,13 +861,7 @@ fn child(role: &str, arg: &str) {
             }
         }
         "async-sink" => {
-            let mut it = arg.split(' ');
-            let addr: Address = it.next().unwrap().parse().unwrap();
-            let size: usize = it.next().unwrap().parse().unwrap();
-            let count: usize = it.next().unwrap().parse().unwrap();
-            if it.next() == Some("false") {
-                unpin();
-            }
+            let SinkArgs { addr, size, count } = SinkArgs::parse(arg);
             runtime().block_on(async {
                 let mut t = ShmTransport::connect(&addr, &ShmOptions::new())
                     .await
@@ -888,13 +913,7 @@ fn child(role: &str, arg: &str) {
             });
         }
         "sink" => {
-            let mut it = arg.split(' ');
-            let addr: Address = it.next().unwrap().parse().unwrap();
-            let size: usize = it.next().unwrap().parse().unwrap();
-            let count: usize = it.next().unwrap().parse().unwrap();
-            if it.next() == Some("false") {
-                unpin();
-            }
+            let SinkArgs { addr, size, count } = SinkArgs::parse(arg);
             let opts = ShmOptions::new().max_message_len(size).spin(SPIN);
             let mut c = ShmConnection::connect(&addr, &opts).unwrap();
             let mut out = Vec::with_capacity(size);
