@@ -44,7 +44,8 @@ tasks:
         --fail-fast   stop at the first failing step
   cross [cargo scope args]
         Windows (check + tests under Wine) and macOS (type-check) from Linux,
-        via ../shared/tools/xtarget.sh or $IPC_XTARGET
+        via ../shared/tools/xtarget.sh or $IPC_XTARGET; a test executable
+        that exits before running any test is run once more
   fuzz [--seconds N] [--target T]... [--jobs J] [--sanitizer S] [--list]
         run the cargo-fuzz targets (nightly; installs cargo-fuzz), default 60 s each
   fuzz miri
