@@ -408,7 +408,7 @@ impl ShmReceiver {
                 buf.clear();
                 // SAFETY: `rec` was just peeked by this receiver and is
                 // released right after the copy.
-                buf.extend_from_slice(unsafe { self.cons.payload(&rec, 0, rec.len) });
+                crate::copy::extend_out(buf, unsafe { self.cons.payload(&rec, 0, rec.len) });
                 self.cons.release(rec.advance);
                 self.link.notify();
             }

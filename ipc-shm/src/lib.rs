@@ -46,6 +46,7 @@
 // The loom build models only the ring and the bells.
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
+mod copy;
 pub mod layout;
 mod region;
 mod ring;

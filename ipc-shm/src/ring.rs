@@ -919,7 +919,7 @@ impl Consumer {
             // SAFETY: rec is the last peeked record, unreleased, and
             // partial + take <= rec.len; the slice is dropped before release.
             let src = unsafe { self.payload(&rec, *partial, take) };
-            out[n..n + take].copy_from_slice(src);
+            crate::copy::copy_out(&mut out[n..n + take], src);
             n += take;
             *partial += take;
             if *partial == rec.len {
@@ -1017,7 +1017,7 @@ impl Consumer {
                     v.reserve_exact(total);
                     // SAFETY: rec is the last peeked record, unreleased; the
                     // slice is copied and dropped before release.
-                    v.extend_from_slice(unsafe { self.payload(&rec, 0, rec.len) });
+                    crate::copy::extend_out(&mut v, unsafe { self.payload(&rec, 0, rec.len) });
                     self.release(rec.advance);
                     asm.buf = Some((v, total));
                 }
@@ -1030,7 +1030,7 @@ impl Consumer {
                         )));
                     }
                     // SAFETY: as above.
-                    v.extend_from_slice(unsafe { self.payload(&rec, 0, rec.len) });
+                    crate::copy::extend_out(v, unsafe { self.payload(&rec, 0, rec.len) });
                     self.release(rec.advance);
                     if last {
                         let (v, _) = asm.buf.take().expect("assembling");
