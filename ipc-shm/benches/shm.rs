@@ -5,7 +5,7 @@
 //! `-- --rounds N` to repeat every measurement N times, interleaved, and
 //! report medians (default 5), `-- --only floor,blocking,async,unix,iceoryx2,throughput`
 //! to run a part, `-- --ring BYTES` for the ring capacity of the throughput
-//! runs, the crate's default of 4 MiB unless given). The binary re-runs
+//! runs and the bare ring, the crate's default of 8 MiB unless given). The binary re-runs
 //! itself as the peer process (`IPC_SHM_BENCH_ROLE`). Both processes pin
 //! themselves to different CPUs.
 //!

@@ -28,15 +28,17 @@ pub const MIN_RING_CAPACITY: usize = 4096;
 /// make us map more than twice this plus one page.
 pub const MAX_RING_CAPACITY: usize = 1 << 28;
 
-/// Default ring capacity, in bytes per direction (4 MiB).
+/// Default ring capacity, in bytes per direction (8 MiB).
 ///
 /// Large enough that a stream of bulk messages writes lines the reader
-/// read more than a core's L2 ago (a 1 MiB ring moved 64 KiB messages at
-/// a third of the rate of a 4 MiB one in the benchmark). It costs only
-/// the connections that stream: pages are taken as they are written, and
-/// a conversation of small messages keeps to the first page of each ring
-/// (`tests/footprint.rs`).
-pub const DEFAULT_RING_CAPACITY: usize = 4 << 20;
+/// read several L2 caches ago: between two cores with 1 MiB of L2 each, a
+/// 1 MiB ring moved 64 KiB messages at a third of the rate of a 4 MiB one;
+/// between two with 2 MiB each, a 4 MiB ring moved them at 21 GB/s and an
+/// 8 MiB one at 24-26 GB/s (the benchmark's throughput rounds). It costs
+/// only the connections that stream: pages are taken as they are written,
+/// and a conversation of small messages keeps to the first page of each
+/// ring (`tests/footprint.rs`).
+pub const DEFAULT_RING_CAPACITY: usize = 8 << 20;
 
 /// `"IPCSHM\0\x01"`: identifies a region laid out by this crate.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCSHM\0\x01");

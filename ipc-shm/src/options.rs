@@ -52,7 +52,7 @@ impl Default for ShmOptions {
 }
 
 impl ShmOptions {
-    /// The defaults: 4 MiB rings, 50 us spin for blocking calls, no spin in
+    /// The defaults: 8 MiB rings, 50 us spin for blocking calls, no spin in
     /// async calls, same-user peers only.
     pub fn new() -> Self {
         Self::default()
@@ -61,7 +61,7 @@ impl ShmOptions {
     /// Bytes per ring (each direction), a power of two between
     /// [`crate::layout::MIN_RING_CAPACITY`] and
     /// [`crate::layout::MAX_RING_CAPACITY`]; default
-    /// [`crate::layout::DEFAULT_RING_CAPACITY`], 4 MiB. Set by the server;
+    /// [`crate::layout::DEFAULT_RING_CAPACITY`], 8 MiB. Set by the server;
     /// the client uses what the server chose. A connection takes the pages
     /// of its two rings as they are written: one of small messages holds a
     /// few pages, one that streams up to twice this (on Windows the whole

@@ -17,7 +17,7 @@ mod util;
 use util::temp_addr;
 
 /// The ring capacity this file is about: the default.
-const DEFAULT_RING: usize = 4 << 20;
+const DEFAULT_RING: usize = 8 << 20;
 
 /// Resident bytes a region's mapping may hold after small messages only:
 /// the control page and the first pages of the two rings, with room to
@@ -135,7 +135,7 @@ fn small_messages_keep_a_default_connection_to_a_few_pages() {
     );
 
     // The measurement sees the pages a stream writes: 4 MiB through the
-    // 4 MiB ring make it resident.
+    // ring (from its start, which it has not yet passed) make it resident.
     conn.send(b"").unwrap();
     let bulk = vec![0xc3u8; BULK_LEN];
     for _ in 0..BULK_MESSAGES {

@@ -20,8 +20,8 @@ const SPIN: Duration = Duration::from_micros(50);
 /// What to run: `--quick` (fewer samples, one round), `--rounds N` (each
 /// measurement repeated N times, interleaved; the medians are reported),
 /// `--only floor,blocking,async,unix,iceoryx2,throughput`, `--ring BYTES`
-/// (ring capacity of ipc-shm in the throughput runs; default: the crate's
-/// default, 4 MiB), or
+/// (ring capacity of ipc-shm and of the bare ring in the throughput runs;
+/// default: the crate's default, 8 MiB), or
 /// `--single blocking|async N` (see [`single_process`]).
 struct Args {
     quick: bool,
@@ -211,9 +211,8 @@ pub fn main() {
         println!();
         println!(
             "throughput, one way (the receiver copies each message into its buffer with \
-             recv_into), ipc-shm ring {} KiB, bare ring {} KiB, median of {} round(s)",
+             recv_into), rings of {} KiB, median of {} round(s)",
             args.ring >> 10,
-            TP_RING >> 10,
             args.rounds
         );
         println!("                                       ipc-shm   raw ring   memcpy (1 core)   ipc-shm / memcpy");
@@ -248,7 +247,7 @@ pub fn main() {
                     } else {
                         size
                     };
-                    let (r, queued) = raw_ring(piece, count * (size / piece), pinned);
+                    let (r, queued) = raw_ring(piece, count * (size / piece), args.ring, pinned);
                     let m = memcpy_bandwidth(size);
                     println!(
                         "      round: ipc-shm {:.2} GB/s (sleeps: sender {}, receiver {}), \
@@ -715,26 +714,22 @@ fn async_throughput(
     })
 }
 
-/// Capacity of the rings in the throughput measurements (`--ring` changes
-/// that of ipc-shm, whose default is the crate's, also 4 MiB).
-const TP_RING: usize = 4 << 20;
-
 /// Largest message of the bare ring: larger ones go in pieces of this size
 /// (ipc-shm's pieces are at most 256 KiB as well).
 const RAW_PIECE: usize = 256 << 10;
 
-/// The hardware's ceiling for the same job: a bare ring of `TP_RING` bytes
+/// The hardware's ceiling for the same job: a bare ring of `ring` bytes
 /// in a shared memfd, the sender copying each message in and publishing one
 /// counter, the receiver busy-waiting, copying it out and publishing its own
 /// counter. No record headers, no checks, no sleeping. Returns the rate and
 /// the mean of the bytes queued in the ring (sampled every 64 messages).
-fn raw_ring(size: usize, count: usize, pinned: bool) -> (f64, f64) {
+fn raw_ring(size: usize, count: usize, ring: usize, pinned: bool) -> (f64, f64) {
     let fd = rustix::fs::memfd_create("raw-ring", rustix::fs::MemfdFlags::empty()).unwrap();
-    rustix::fs::ftruncate(&fd, (4096 + TP_RING) as u64).unwrap();
-    let (head, tail, data) = raw_ring_map(&fd);
+    rustix::fs::ftruncate(&fd, (4096 + ring) as u64).unwrap();
+    let (head, tail, data) = raw_ring_map(&fd, ring);
     let mut peer = spawn(
         "raw-sink",
-        &format!("{} {size} {count} {pinned}", fd.as_raw_fd()),
+        &format!("{} {size} {count} {ring} {pinned}", fd.as_raw_fd()),
     );
     wait_ready(&mut peer);
     let msg = vec![0xa5u8; size];
@@ -755,16 +750,16 @@ fn raw_ring(size: usize, count: usize, pinned: bool) -> (f64, f64) {
             t = Instant::now();
         }
         let pos = i * size as u64;
-        while pos + size as u64 - tail_seen * size as u64 > TP_RING as u64 {
+        while pos + size as u64 - tail_seen * size as u64 > ring as u64 {
             spin_loop();
             tail_seen = tail.load(Ordering::Acquire);
         }
-        // SAFETY: size divides TP_RING, so the message lies inside the data
+        // SAFETY: size divides ring, so the message lies inside the data
         // area; the receiver released these bytes (tail_seen).
         unsafe {
             std::ptr::copy_nonoverlapping(
                 msg.as_ptr(),
-                data.add((pos % TP_RING as u64) as usize),
+                data.add((pos % ring as u64) as usize),
                 size,
             )
         }
@@ -778,14 +773,14 @@ fn raw_ring(size: usize, count: usize, pinned: bool) -> (f64, f64) {
 }
 
 /// The head and tail counters (in messages) and the data area of a raw ring.
-fn raw_ring_map(fd: &OwnedFd) -> (&'static AtomicU64, &'static AtomicU64, *mut u8) {
+fn raw_ring_map(fd: &OwnedFd, ring: usize) -> (&'static AtomicU64, &'static AtomicU64, *mut u8) {
     // SAFETY: a fresh shared mapping of the whole memfd, never unmapped
     // (leaked for the life of the process); two aligned u64 atomics on
     // their own lines in the first page, the data area after it.
     unsafe {
         let p = rustix::mm::mmap(
             std::ptr::null_mut(),
-            4096 + TP_RING,
+            4096 + ring,
             rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
             rustix::mm::MapFlags::SHARED,
             fd,
@@ -939,12 +934,13 @@ fn child(role: &str, arg: &str) {
             let raw: i32 = it.next().unwrap().parse().unwrap();
             let size: usize = it.next().unwrap().parse().unwrap();
             let count: u64 = it.next().unwrap().parse().unwrap();
+            let ring: usize = it.next().unwrap().parse().unwrap();
             if it.next() == Some("false") {
                 unpin();
             }
             // SAFETY: the parent left this descriptor open for us.
             let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-            let (head, tail, data) = raw_ring_map(&fd);
+            let (head, tail, data) = raw_ring_map(&fd, ring);
             let mut out = vec![0u8; size];
             ready();
             let total = count + count / 10;
@@ -958,7 +954,7 @@ fn child(role: &str, arg: &str) {
                 // SAFETY: as in raw_ring: inside the data area, published.
                 unsafe {
                     std::ptr::copy_nonoverlapping(
-                        data.add((pos % TP_RING as u64) as usize),
+                        data.add((pos % ring as u64) as usize),
                         out.as_mut_ptr(),
                         size,
                     )
