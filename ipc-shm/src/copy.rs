@@ -8,7 +8,10 @@
 //! coming, moved 17-19 GB/s. Messages of 16 KiB and 1 MiB copied as fast
 //! either way (19-20 GB/s), and a 4 KiB message lost 10% to the prefetches,
 //! so payloads below [`PREFETCH_MIN`] are copied plainly. Elsewhere than on
-//! x86-64 (and under Miri) every copy is plain.
+//! x86-64 (and under Miri and loom) every copy is plain.
+//!
+//! The prefetch itself is here too; the ring uses it for the lines where a
+//! waiting reader's next record will land.
 
 /// Bytes copied between prefetches.
 const CHUNK: usize = 4 << 10;
@@ -22,16 +25,20 @@ pub(crate) const PREFETCH_MIN: usize = 16 << 10;
 /// A cache line, the step of the prefetches.
 const LINE: usize = 64;
 
-/// Hints the CPU to load the line at `p` into its caches.
+/// Whether [`prefetch`] does anything: on x86-64, outside Miri and loom.
+pub(crate) const PREFETCHES: bool = cfg!(all(target_arch = "x86_64", not(miri), not(loom)));
+
+/// Hints the CPU to load the line at `p` into its caches (a no-op where
+/// [`PREFETCHES`] is false).
 #[inline(always)]
-fn prefetch(p: *const u8) {
-    #[cfg(all(target_arch = "x86_64", not(miri)))]
+pub(crate) fn prefetch(p: *const u8) {
+    #[cfg(all(target_arch = "x86_64", not(miri), not(loom)))]
     // SAFETY: a prefetch is a hint: it cannot fault or change memory,
-    // whatever the address (here always inside a live slice).
+    // whatever the address (the callers pass addresses in live memory).
     unsafe {
         std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
     }
-    #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+    #[cfg(not(all(target_arch = "x86_64", not(miri), not(loom))))]
     let _ = p;
 }
 
@@ -39,7 +46,7 @@ fn prefetch(p: *const u8) {
 /// [`AHEAD`] bytes beyond it; a short `src` is one chunk, not prefetched.
 #[inline]
 fn by_chunks<'a>(src: &'a [u8], mut copy: impl FnMut(usize, &'a [u8])) {
-    if src.len() < PREFETCH_MIN || !cfg!(all(target_arch = "x86_64", not(miri))) {
+    if src.len() < PREFETCH_MIN || !PREFETCHES {
         copy(0, src);
         return;
     }

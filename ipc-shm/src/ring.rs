@@ -704,23 +704,17 @@ impl Consumer {
     /// other.
     #[inline]
     fn prefetch(&self, off: usize, len: usize) {
-        #[cfg(all(target_arch = "x86_64", not(miri), not(loom)))]
-        {
-            let end = off + len.min(PREFETCH);
-            let mut at = off;
-            while at < end {
-                // SAFETY: off + len <= cap (the caller passes bytes inside the
-                // data area), so the address lies in the mapping; a prefetch
-                // only hints the cache and never faults or changes memory.
-                unsafe {
-                    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                    _mm_prefetch::<_MM_HINT_T0>(self.ring.data.add(at).cast::<i8>());
-                }
-                at += 64;
-            }
+        if !crate::copy::PREFETCHES {
+            return;
         }
-        #[cfg(not(all(target_arch = "x86_64", not(miri), not(loom))))]
-        let _ = (off, len, PREFETCH);
+        let end = off + len.min(PREFETCH);
+        let mut at = off;
+        while at < end {
+            // off + len <= cap (the caller passes bytes inside the data
+            // area), so the address lies in the mapping.
+            crate::copy::prefetch(self.ring.data.wrapping_add(at));
+            at += 64;
+        }
     }
 
     /// Our tail: bytes released so far.
