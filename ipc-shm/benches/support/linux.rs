@@ -718,10 +718,11 @@ fn async_throughput(
 /// (ipc-shm's pieces are at most 256 KiB as well).
 const RAW_PIECE: usize = 256 << 10;
 
-/// The hardware's ceiling for the same job: a bare ring of `ring` bytes
+/// The raw mechanism for the same job: a bare ring of `ring` bytes
 /// in a shared memfd, the sender copying each message in and publishing one
 /// counter, the receiver busy-waiting, copying it out and publishing its own
-/// counter. No record headers, no checks, no sleeping. Returns the rate and
+/// counter. No record headers, no checks, no sleeping, and plain copies
+/// (ipc-shm copies large payloads out behind a prefetch). Returns the rate and
 /// the mean of the bytes queued in the ring (sampled every 64 messages).
 fn raw_ring(size: usize, count: usize, ring: usize, pinned: bool) -> (f64, f64) {
     let fd = rustix::fs::memfd_create("raw-ring", rustix::fs::MemfdFlags::empty()).unwrap();
