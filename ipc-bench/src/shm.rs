@@ -142,8 +142,9 @@ impl MsgSync for ShmMsg {
                 m.len()
             )));
         }
-        // Copied out, as every other mechanism delivers into the caller's buffer.
-        buf.copy_from_slice(&m);
+        // Copied out, as every other mechanism delivers into the caller's
+        // buffer (the way the crate copies out: behind a prefetch).
+        m.copy_to(buf);
         Ok(())
     }
 }
