@@ -181,29 +181,32 @@ pub fn main() {
                 ratio.map_or("-".into(), |r| format!("{r:.2}x"))
             );
         }
+        // The median of the per-round ratios, and their range.
         let ratio_of = |a: &str, b: &str| {
             let ia = chosen.iter().position(|(k, ..)| *k == a)?;
             let ib = chosen.iter().position(|(k, ..)| *k == b)?;
-            Some(median(
-                results[ia]
-                    .iter()
-                    .zip(&results[ib])
-                    .map(|(x, y)| x.p50 / y.p50.max(1.0))
-                    .collect(),
+            let per_round: Vec<f64> = results[ia]
+                .iter()
+                .zip(&results[ib])
+                .map(|(x, y)| x.p50 / y.p50.max(1.0))
+                .collect();
+            let lo = per_round.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = per_round.iter().copied().fold(0.0, f64::max);
+            Some(format!(
+                "{:.2}x (rounds {lo:.2}-{hi:.2}x;",
+                median(per_round)
             ))
         };
         println!();
-        if let Some(r) = ratio_of("blocking", "floor") {
-            println!("  blocking API / floor = {r:.2}x (target <= 2x)");
-        }
-        if let Some(r) = ratio_of("async", "floor") {
-            println!("  async Transport / floor = {r:.2}x (target <= 10x)");
-        }
-        if let Some(r) = ratio_of("iceoryx2", "blocking") {
-            println!("  iceoryx2 / blocking API = {r:.2}x (target >= 4x)");
-        }
-        if let Some(r) = ratio_of("unix", "blocking") {
-            println!("  Unix socket / blocking API = {r:.1}x (target >= 10x)");
+        for (a, b, what, target) in [
+            ("blocking", "floor", "blocking API / floor", "<= 2x"),
+            ("async", "floor", "async Transport / floor", "<= 10x"),
+            ("iceoryx2", "blocking", "iceoryx2 / blocking API", ">= 4x"),
+            ("unix", "blocking", "Unix socket / blocking API", ">= 10x"),
+        ] {
+            if let Some(r) = ratio_of(a, b) {
+                println!("  {what} = {r} target {target})");
+            }
         }
     }
 
