@@ -56,9 +56,12 @@ pub fn locate() -> Result<PathBuf, String> {
 }
 
 /// The script run with `XT_STEPS` set to `steps` and the given cargo
-/// arguments.
-fn script_command(script: &Path, steps: &str, args: &[String]) -> Command {
+/// arguments; with `joined`, its standard error goes to its standard output.
+fn script_command(script: &Path, steps: &str, args: &[String], joined: bool) -> Command {
     let mut cmd = Command::new("bash");
+    if joined {
+        cmd.arg("-c").arg(r#"exec bash "$0" "$@" 2>&1"#);
+    }
     cmd.arg(script)
         .args(args)
         .env("XT_STEPS", steps)
@@ -128,13 +131,7 @@ fn failed_targets(output: &str) -> Vec<FailedTarget> {
 /// copies every line to this process's standard output as it comes, and
 /// returns whether it succeeded and what it printed.
 fn run_teed(script: &Path, steps: &str, args: &[String]) -> anyhow::Result<(bool, String)> {
-    let mut child = Command::new("bash")
-        .arg("-c")
-        .arg(r#"exec bash "$0" "$@" 2>&1"#)
-        .arg(script)
-        .args(args)
-        .env("XT_STEPS", steps)
-        .current_dir(project_root())
+    let mut child = script_command(script, steps, args, true)
         .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting bash {}", script.display()))?;
@@ -164,7 +161,7 @@ fn run_teed(script: &Path, steps: &str, args: &[String]) -> anyhow::Result<(bool
 /// Runs the checks, then the Windows tests; a target that failed at
 /// start-up is run once more on its own. Returns whether everything passed.
 fn check_and_test(script: &Path, scope: &[String]) -> anyhow::Result<bool> {
-    let checks = script_command(script, "mac win-check", scope)
+    let checks = script_command(script, "mac win-check", scope, false)
         .status()
         .with_context(|| format!("starting bash {}", script.display()))?;
     if !checks.success() {
@@ -198,7 +195,7 @@ fn check_and_test(script: &Path, scope: &[String]) -> anyhow::Result<bool> {
         );
         let mut args: Vec<String> = target.rerun.split_whitespace().map(str::to_owned).collect();
         args.extend(features.iter().cloned());
-        let again = script_command(script, "win-test", &args)
+        let again = script_command(script, "win-test", &args, false)
             .status()
             .with_context(|| format!("starting bash {}", script.display()))?;
         if !again.success() {

@@ -192,10 +192,7 @@ pub fn main() {
                 .collect();
             let lo = per_round.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = per_round.iter().copied().fold(0.0, f64::max);
-            Some(format!(
-                "{:.2}x (rounds {lo:.2}-{hi:.2}x;",
-                median(per_round)
-            ))
+            Some((median(per_round), lo, hi))
         };
         println!();
         for (a, b, what, target) in [
@@ -204,8 +201,8 @@ pub fn main() {
             ("iceoryx2", "blocking", "iceoryx2 / blocking API", ">= 4x"),
             ("unix", "blocking", "Unix socket / blocking API", ">= 10x"),
         ] {
-            if let Some(r) = ratio_of(a, b) {
-                println!("  {what} = {r} target {target})");
+            if let Some((r, lo, hi)) = ratio_of(a, b) {
+                println!("  {what} = {r:.2}x (rounds {lo:.2}-{hi:.2}x; target {target})");
             }
         }
     }
