@@ -14,6 +14,19 @@
 //! or the sleeper sees the data. A writer therefore pays a system call only
 //! when its reader actually sleeps.
 //!
+//! On Linux the waker's fence, paid on every message, can go: a sleeper
+//! that spins before it sleeps (so it sleeps rarely) follows its fence with
+//! a process-wide barrier (`membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`),
+//! which makes every CPU running a thread of a registered process execute
+//! a full barrier, and says so in its bell ([`BARRIER_ON_SLEEP`]). A waker
+//! whose process is registered then needs only a compiler fence: if its
+//! look at `waiting` came before the barrier reached its CPU, the barrier
+//! made its earlier stores visible before the sleeper's re-check; if after,
+//! the announcement was visible before the barrier started. The 64 B round
+//! trip of the blocking API is about 6% shorter; a sleep costs a system
+//! call and an interrupt of the CPUs running registered processes.
+//! Elsewhere (and under Miri and loom) both sides use the fences.
+//!
 //! A hostile peer can clear our `waiting` bits or never ring; that is no
 //! worse than a peer that never sends, and its death still shows (on the
 //! socket, or on Windows through its process handle).
@@ -25,13 +38,15 @@ use std::ptr::NonNull;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::layout::{Bell, CLOSED_GONE, WAIT_FUTEX, WAIT_SOCKET};
+use std::sync::atomic::{compiler_fence, AtomicBool};
+
+use crate::layout::{Bell, BARRIER_ON_SLEEP, CLOSED_GONE, WAIT_FUTEX, WAIT_SOCKET};
 use crate::region::Region;
 use crate::sync::{fence, Ordering};
 use crate::sys::door::Door;
 
 /// This side's and the peer's bells in a region.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Bells {
     /// Keeps the memory behind `mine` and `peer` alive.
     _region: Arc<Region>,
@@ -40,6 +55,12 @@ pub(crate) struct Bells {
     peer: NonNull<Bell>,
     /// How this side sleeps and wakes the peer.
     door: Door,
+    /// This process receives process-wide barriers: when the peer makes
+    /// them, waking it needs no fence.
+    registered: bool,
+    /// This side makes a process-wide barrier when it announces a sleep
+    /// (and says so in its bell).
+    barrier_on_sleep: AtomicBool,
 }
 
 // SAFETY: the pointers point into `_region`'s control block, which is Send +
@@ -50,15 +71,31 @@ unsafe impl Send for Bells {}
 unsafe impl Sync for Bells {}
 
 impl Bells {
-    pub(crate) fn new(region: Arc<Region>, me: usize, door: Door) -> Bells {
+    /// Side `me`'s bells. `spins`: this side spins before it sleeps, so it
+    /// sleeps rarely enough to pay for a process-wide barrier each time
+    /// (see the module docs).
+    pub(crate) fn new(region: Arc<Region>, me: usize, door: Door, spins: bool) -> Bells {
         let bells = &region.ctl().bells;
         let mine = NonNull::from(&bells[me].0);
         let peer = NonNull::from(&bells[1 - me].0);
+        let registered = Door::register_barrier();
+        let barrier_on_sleep = registered && spins;
+        if barrier_on_sleep {
+            // Before this side first sleeps. The peer may read it at any
+            // time: a peer that reads 0 keeps its fence, which is always
+            // enough.
+            bells[me]
+                .0
+                .barrier
+                .store(BARRIER_ON_SLEEP, Ordering::Relaxed);
+        }
         Bells {
             _region: region,
             mine,
             peer,
             door,
+            registered,
+            barrier_on_sleep: AtomicBool::new(barrier_on_sleep),
         }
     }
 
@@ -101,7 +138,26 @@ impl Bells {
         // `waiting` sees our announcement, or our re-check after this fence
         // sees what the peer published before its fence.
         fence(Ordering::SeqCst);
+        // SYNC POINT with the compiler fence in `ring_peer` (module docs): the
+        // barrier orders the peer's publishing before its look at `waiting`.
+        if self.barrier_on_sleep.load(Ordering::Relaxed) && !self.door.barrier() {
+            self.stop_barriers();
+        }
         seq
+    }
+
+    /// The process-wide barrier failed (it cannot once registered; this is
+    /// for a kernel that says otherwise): stop announcing it. A wake-up the
+    /// peer sent without a fence while this happened can be missed; the
+    /// sleep then ends at the next liveness check.
+    #[cold]
+    #[inline(never)]
+    fn stop_barriers(&self) {
+        tracing::warn!(
+            "membarrier failed: wake-ups of this shared-memory connection fall back to fences"
+        );
+        self.barrier_on_sleep.store(false, Ordering::Relaxed);
+        self.mine().barrier.store(0, Ordering::Relaxed);
     }
 
     /// After publishing data or freeing space: wakes the peer if it sleeps.
@@ -110,9 +166,16 @@ impl Bells {
     #[must_use]
     #[inline]
     pub(crate) fn ring_peer(&self) -> u32 {
-        // SYNC POINT with the fence in `prepare_sleep` (see there).
-        fence(Ordering::SeqCst);
-        if self.peer().waiting.load(Ordering::Relaxed) == 0 {
+        let peer = self.peer();
+        if self.registered && peer.barrier.load(Ordering::Relaxed) == BARRIER_ON_SLEEP {
+            // SYNC POINT with the process-wide barrier in the peer's
+            // `prepare_sleep` (module docs): it stands in for our fence.
+            compiler_fence(Ordering::SeqCst);
+        } else {
+            // SYNC POINT with the fence in `prepare_sleep` (see there).
+            fence(Ordering::SeqCst);
+        }
+        if peer.waiting.load(Ordering::Relaxed) == 0 {
             return 0;
         }
         self.wake_peer()
@@ -170,5 +233,88 @@ impl Bells {
     #[inline]
     pub(crate) fn peer_gone(&self) -> bool {
         self.peer_closed() & CLOSED_GONE != 0
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::layout::{Line, CLIENT, MIN_RING_CAPACITY, SERVER};
+    use crate::sync::AtomicU64;
+
+    /// The store-buffering test of the protocol, many times over: one side
+    /// publishes and rings, the other announces a sleep and re-checks, both
+    /// starting together, with the offset between them swept over a few
+    /// hundred nanoseconds. In every round the sleeper must see the data or
+    /// be rung. Run with the process-wide barrier made by the sleeper (on
+    /// Linux) and without it (fences on both sides).
+    #[test]
+    fn a_sleeper_sees_the_data_or_is_rung() {
+        let rounds: u64 = if cfg!(miri) { 50 } else { 20_000 };
+        for barrier in [true, false] {
+            let region = Arc::new(Region::heap(MIN_RING_CAPACITY));
+            let (a, b) = Door::pair_in_process().unwrap();
+            let waker = Bells::new(region.clone(), CLIENT, a, barrier);
+            let sleeper = Bells::new(region.clone(), SERVER, b, barrier);
+            if cfg!(all(target_os = "linux", not(miri))) {
+                let flag = sleeper.mine().barrier.load(Ordering::Relaxed);
+                assert_eq!(flag == BARRIER_ON_SLEEP, barrier);
+            }
+            // What the waker publishes: on a line of its own.
+            let data: &AtomicU64 = &region.ctl().rings[0].head.0;
+            // Lines the sleeper reads and the waker writes before `data`, as a
+            // payload is written before its record's header: stores waiting
+            // for those lines hold `data` back, which widens the window where
+            // a missing fence shows.
+            let payload: Vec<Line<AtomicU64>> = (0..8).map(|_| Line(AtomicU64::new(0))).collect();
+            // Meeting k: both sides bump it, then wait for the other.
+            let start = AtomicU64::new(0);
+            let meet = |k: u64| {
+                start.fetch_add(1, Ordering::AcqRel);
+                while start.load(Ordering::Acquire) < 2 * k {
+                    std::hint::spin_loop();
+                }
+            };
+            let delay = |n: u64| {
+                for _ in 0..n {
+                    std::hint::spin_loop();
+                }
+            };
+            let lost = std::thread::scope(|s| {
+                s.spawn(|| {
+                    for round in 1..=rounds {
+                        meet(2 * round - 1);
+                        delay(round % 16);
+                        for line in &payload {
+                            line.0.store(round, Ordering::Relaxed);
+                        }
+                        data.store(round, Ordering::Relaxed);
+                        let _ = waker.ring_peer();
+                        meet(2 * round);
+                    }
+                });
+                let mut lost = 0;
+                for round in 1..=rounds {
+                    let read: u64 = payload.iter().map(|l| l.0.load(Ordering::Relaxed)).sum();
+                    std::hint::black_box(read);
+                    meet(2 * round - 1);
+                    delay(round / 16 % 16);
+                    let seq = sleeper.prepare_sleep(WAIT_FUTEX);
+                    let seen = data.load(Ordering::Relaxed) == round;
+                    // Once the waker has rung (or not) for this round.
+                    meet(2 * round);
+                    let rung = sleeper.mine().seq.load(Ordering::Acquire) != seq;
+                    if !seen && !rung {
+                        lost += 1;
+                    }
+                    sleeper.mine().waiting.store(0, Ordering::Relaxed);
+                }
+                lost
+            });
+            assert_eq!(
+                lost, 0,
+                "barrier {barrier}: {lost} of {rounds} rounds lost their wake-up"
+            );
+        }
     }
 }

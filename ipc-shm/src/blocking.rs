@@ -629,7 +629,7 @@ impl fmt::Debug for Message<'_> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::layout::{CLIENT, MIN_RING_CAPACITY, SERVER};
+    use crate::layout::{BARRIER_ON_SLEEP, CLIENT, MIN_RING_CAPACITY, SERVER};
     use crate::link::WaitPolicy;
     use crate::region::Region;
     use crate::sync::Ordering;
@@ -637,13 +637,25 @@ mod tests {
 
     /// Two connected ends over a heap region, no socket.
     pub(crate) fn heap_pair(cap: usize) -> (ShmConnection, ShmConnection) {
+        let spin = Duration::from_micros(5);
+        heap_pair_with(cap, [spin, spin], Duration::from_millis(20))
+    }
+
+    /// As [`heap_pair`], the client spinning `spins[0]` before it sleeps
+    /// and the server `spins[1]`, both checking that the peer lives every
+    /// `liveness` while asleep.
+    fn heap_pair_with(
+        cap: usize,
+        spins: [Duration; 2],
+        liveness: Duration,
+    ) -> (ShmConnection, ShmConnection) {
         let region = Arc::new(Region::heap(cap));
-        let policy = WaitPolicy {
-            spin: Duration::from_micros(5),
-            liveness: Duration::from_millis(20),
-        };
         let (client, server) = crate::sys::door::Door::pair_in_process().unwrap();
         let end = |me: usize, door| {
+            let policy = WaitPolicy {
+                spin: spins[me - CLIENT],
+                liveness,
+            };
             let link = Arc::new(Link::in_process(region.clone(), me, door, policy));
             ShmConnection::from_parts(
                 Producer::new(region.clone(), me),
@@ -673,6 +685,51 @@ mod tests {
             assert_eq!(&*r, &msg[..]);
         }
         t.join().unwrap();
+    }
+
+    /// Every message wakes a receiver that went to sleep for it, whether
+    /// it makes the process-wide barrier (on Linux, a side that spins before
+    /// it sleeps does; see `crate::bell`) or not (no spin). The peer's
+    /// liveness is checked only every hour, so a lost wake-up leaves the
+    /// receiver asleep past its timeout. The sender spins 1 ms, so it has
+    /// each reply at once, and waits 0-4 us before its next message, so
+    /// that messages arrive while the receiver is announcing its sleep.
+    #[test]
+    fn no_wake_up_is_lost() {
+        let us = Duration::from_micros;
+        let n: u64 = if cfg!(miri) { 10 } else { 20_000 };
+        for spin in [us(1), us(0)] {
+            let (mut a, mut b) = heap_pair_with(
+                MIN_RING_CAPACITY,
+                [us(1000), spin],
+                Duration::from_secs(3600),
+            );
+            if cfg!(all(target_os = "linux", not(miri))) {
+                let flag = b.tx.link.bells.mine().barrier.load(Ordering::Relaxed);
+                assert_eq!(flag == BARRIER_ON_SLEEP, !spin.is_zero());
+            }
+            let timeout = Duration::from_secs(10);
+            let echo = std::thread::spawn(move || {
+                for i in 0..n {
+                    let m = b.recv_timeout(timeout).map(|m| m.to_vec());
+                    let m = m.unwrap_or_else(|e| panic!("spin {spin:?}, echo of {i}: {e}"));
+                    b.send(&m).unwrap();
+                }
+            });
+            for i in 0..n {
+                let pause = Duration::from_nanos((i * 7919) % 4000);
+                let t = std::time::Instant::now();
+                while t.elapsed() < pause {
+                    std::hint::spin_loop();
+                }
+                let m = [i as u8; 200];
+                a.send(&m).unwrap();
+                let r = a.recv_timeout(timeout);
+                let r = r.unwrap_or_else(|e| panic!("spin {spin:?}, round trip {i}: {e}"));
+                assert_eq!(&*r, &m);
+            }
+            echo.join().unwrap();
+        }
     }
 
     #[test]

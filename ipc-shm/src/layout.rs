@@ -81,6 +81,14 @@ pub struct Bell {
     /// [`CLOSED_WRITE`] when this side will send nothing more,
     /// [`CLOSED_GONE`] when it has dropped the connection.
     pub closed: AtomicU32,
+    /// [`BARRIER_ON_SLEEP`] once this side makes a process-wide memory
+    /// barrier each time it announces a sleep, so that the other side may
+    /// look for the announcement without a fence of its own; 0 otherwise.
+    /// Set before this side first sleeps and never cleared while the other
+    /// side could skip its fence for it (a side that finds it cannot make
+    /// the barrier any more clears it, and its next sleep is cut short by
+    /// the liveness check).
+    pub barrier: AtomicU32,
     /// The futex, modelled for loom.
     #[cfg(loom)]
     pub park: (loom::sync::Mutex<()>, loom::sync::Condvar),
@@ -90,6 +98,10 @@ pub struct Bell {
 pub const WAIT_FUTEX: u32 = 1;
 /// The sleeper waits for a byte on the bootstrap socket.
 pub const WAIT_SOCKET: u32 = 2;
+
+/// This side makes a process-wide memory barrier when it announces a sleep
+/// (see [`Bell::barrier`]).
+pub const BARRIER_ON_SLEEP: u32 = 1;
 
 /// This side has shut down its sending half.
 pub const CLOSED_WRITE: u32 = 1;
@@ -198,6 +210,7 @@ impl Control {
                 seq: AtomicU32::new(0),
                 waiting: AtomicU32::new(0),
                 closed: AtomicU32::new(0),
+                barrier: AtomicU32::new(0),
                 park: (loom::sync::Mutex::new(()), loom::sync::Condvar::new()),
             })
         }

@@ -46,7 +46,7 @@ impl Link {
         policy: WaitPolicy,
     ) -> Link {
         Link {
-            bells: Bells::new(region, me, door),
+            bells: Bells::new(region, me, door, !policy.spin.is_zero()),
             wire: Wire::unconnected(),
             policy,
             hung_up: AtomicBool::new(false),

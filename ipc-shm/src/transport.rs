@@ -114,7 +114,7 @@ impl ShmTransport {
             tx: Producer::new(region.clone(), side),
             rx: Consumer::new(region.clone(), 1 - side),
             partial: 0,
-            bells: Bells::new(region, side, door),
+            bells: Bells::new(region, side, door, !opts.async_spin.is_zero()),
             wire,
             peer,
             joint,
@@ -348,7 +348,7 @@ fn blocking_connection(
 ) -> Result<ShmConnection> {
     let (door, wire) = conn.into_blocking()?;
     let link = Arc::new(Link {
-        bells: Bells::new(region.clone(), side, door),
+        bells: Bells::new(region.clone(), side, door, !opts.spin.is_zero()),
         wire,
         policy: WaitPolicy {
             spin: opts.spin,

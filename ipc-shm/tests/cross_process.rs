@@ -157,6 +157,12 @@ fn opts() -> ShmOptions {
     ShmOptions::new().ring_capacity(RING).max_message_len(MAX)
 }
 
+/// Spins `spin` before sleeping and checks that the peer lives only every
+/// hour: every wake-up has to come from the peer's ring.
+fn sleepy_opts(spin: Duration) -> ShmOptions {
+    opts().spin(spin).liveness_check(Duration::from_secs(3600))
+}
+
 /// The child side of every test.
 #[test]
 fn child_entry() {
@@ -182,6 +188,19 @@ fn child_entry() {
                 } else {
                     c.send(&m).unwrap();
                 }
+            }
+        }
+        "wake-echo" => {
+            let opts = sleepy_opts(Duration::from_micros(1));
+            let mut c = ShmConnection::connect(&addr, &opts).unwrap();
+            println!("CONNECTED");
+            loop {
+                let m = match c.recv() {
+                    Ok(m) => m.to_vec(),
+                    Err(Error::Disconnected) => break,
+                    Err(e) => panic!("wake-echo child: {e}"),
+                };
+                c.send(&m).unwrap();
             }
         }
         "flood" => {
@@ -706,6 +725,35 @@ fn cpu_time() -> Duration {
         )
     };
     t(kernel) + t(user)
+}
+
+/// Every message wakes a receiver in the other process that went to sleep
+/// for it. The child spins 1 us before it sleeps, the parent 1 ms: on Linux
+/// both make the process-wide barrier that lets the other ring without a
+/// fence (see the crate's `bell` module), and with liveness checks an hour
+/// apart a lost wake-up leaves the child asleep past the parent's timeout.
+/// The parent, spinning, has each reply at once and waits 0-4 us before its
+/// next message, so that messages arrive while the child is announcing its
+/// sleep.
+#[test]
+fn no_wake_up_is_lost_between_processes() {
+    within(Duration::from_secs(120), "wake-ups", || {
+        let mut served = serve_child("wake-echo", sleepy_opts(Duration::from_millis(1)));
+        wait_line(&mut served.child, "CONNECTED");
+        let block = random_block();
+        for i in 0..20_000usize {
+            let pause = Duration::from_nanos((i as u64 * 7919) % 4000);
+            let t = Instant::now();
+            while t.elapsed() < pause {
+                std::hint::spin_loop();
+            }
+            let m = &block[i % 4096..][..8 + i % 1000];
+            served.conn.send(m).unwrap();
+            let r = served.conn.recv_timeout(Duration::from_secs(10));
+            let r = r.unwrap_or_else(|e| panic!("round trip {i}: {e} (a lost wake-up?)"));
+            assert_eq!(&*r, m, "round trip {i}");
+        }
+    });
 }
 
 /// What must hold 4: idle connections (a blocking receiver and an async

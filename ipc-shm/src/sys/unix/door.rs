@@ -33,6 +33,22 @@ impl Door {
     pub(crate) fn wake_self(&self, bell: &Bell) {
         imp::wake(bell);
     }
+
+    /// Registers this process for process-wide memory barriers (see
+    /// [`Self::barrier`]); returns whether it is registered. Linux 4.16 or
+    /// later: `membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED)`.
+    /// Registering again is harmless.
+    pub(crate) fn register_barrier() -> bool {
+        imp::register_barrier()
+    }
+
+    /// Makes every CPU that runs a thread of a registered process (see
+    /// [`Self::register_barrier`]) execute a full memory barrier before
+    /// this returns, and one on this thread; `false` if that failed.
+    /// Linux: `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`.
+    pub(crate) fn barrier(&self) -> bool {
+        imp::barrier()
+    }
 }
 
 #[cfg(all(target_os = "linux", not(loom)))]
@@ -58,6 +74,28 @@ mod imp {
     pub(super) fn wake(bell: &Bell) {
         let _ = futex::wake(&bell.seq, futex::Flags::empty(), u32::MAX);
     }
+
+    /// Miri cannot make the system call: no barriers there (the fences of
+    /// the protocol are then used on both sides).
+    pub(super) fn register_barrier() -> bool {
+        #[cfg(miri)]
+        return false;
+        #[cfg(not(miri))]
+        {
+            use rustix::thread::{membarrier, membarrier_query, MembarrierCommand as Cmd};
+            let offered = membarrier_query();
+            offered.contains_command(Cmd::GlobalExpedited)
+                && offered.contains_command(Cmd::RegisterGlobalExpedited)
+                && membarrier(Cmd::RegisterGlobalExpedited).is_ok()
+        }
+    }
+
+    pub(super) fn barrier() -> bool {
+        #[cfg(miri)]
+        return false;
+        #[cfg(not(miri))]
+        rustix::thread::membarrier(rustix::thread::MembarrierCommand::GlobalExpedited).is_ok()
+    }
 }
 
 /// No futex outside Linux: sleepers wait on the socket (or a short timed
@@ -75,6 +113,15 @@ mod imp {
     }
 
     pub(super) fn wake(_bell: &Bell) {}
+
+    /// No process-wide barrier here: the protocol's fences are used.
+    pub(super) fn register_barrier() -> bool {
+        false
+    }
+
+    pub(super) fn barrier() -> bool {
+        false
+    }
 }
 
 /// The futex modelled for loom with a mutex and condition variable: `wait`
@@ -97,5 +144,15 @@ mod imp {
     pub(super) fn wake(bell: &Bell) {
         let _guard = bell.park.0.lock().unwrap();
         bell.park.1.notify_all();
+    }
+
+    /// Loom cannot model a barrier made on another thread's behalf: the
+    /// model checks the protocol's fences.
+    pub(super) fn register_barrier() -> bool {
+        false
+    }
+
+    pub(super) fn barrier() -> bool {
+        false
     }
 }

@@ -114,6 +114,18 @@ impl Door {
         unsafe { SetEvent(self.0.mine.as_raw_handle()) };
     }
 
+    /// No process-wide memory barrier on Windows (`FlushProcessWriteBuffers`
+    /// reaches only this process's threads): the protocol's fences are used
+    /// on both sides.
+    pub(crate) fn register_barrier() -> bool {
+        false
+    }
+
+    /// See [`Self::register_barrier`]: never called.
+    pub(crate) fn barrier(&self) -> bool {
+        false
+    }
+
     /// Whether the peer's process has ended.
     pub(crate) fn peer_exited(&self) -> bool {
         self.0
