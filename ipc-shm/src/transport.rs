@@ -114,7 +114,11 @@ impl ShmTransport {
             tx: Producer::new(region.clone(), side),
             rx: Consumer::new(region.clone(), 1 - side),
             partial: 0,
-            bells: Bells::new(region, side, door, !opts.async_spin.is_zero()),
+            // An async side parks far more often than a blocking one (its
+            // spin is short and comes in slices), and a barrier at each park
+            // interrupted the peer's CPU often enough to cost more than the
+            // fences it saved (see `crate::bell`): it keeps the fences.
+            bells: Bells::new(region, side, door, false),
             wire,
             peer,
             joint,
