@@ -114,8 +114,8 @@ const HDR64: u64 = HDR as u64;
 /// finds the record (header and the start of the payload).
 const PREFETCH: usize = 256;
 
-/// Bytes at the tail a waiting reader keeps asking for (a small message's
-/// record).
+/// Bytes at the tail a waiting async reader keeps asking for (a small
+/// message's record; see [`Consumer::watch`]).
 const WATCH: u64 = 128;
 
 /// Bytes at the start of the data area that a conversation of small
@@ -782,12 +782,23 @@ impl Consumer {
         })
     }
 
-    /// Whether the header word at the tail shows a record, for a reader that
-    /// waits: when it does not, also asks the cache for the lines where the
-    /// next record will be written, so that once the writer has written
-    /// them they are on their way here while its word is still travelling.
-    /// (The lines are only read after the word says they are published.)
-    /// Reads no counter.
+    /// Whether the header word at the tail shows a record. Reads no counter.
+    #[inline]
+    pub(crate) fn sees_record(&self) -> bool {
+        self.word_at_tail() != 0
+    }
+
+    /// [`Self::sees_record`] for the async reader: when there is no record
+    /// yet, also asks the cache for the lines where the next record will be
+    /// written, so that once the writer has written them they are on their
+    /// way here while its word is still travelling. (The lines are only
+    /// read after the word says they are published.) Reads no counter.
+    ///
+    /// Measured on a 2-vCPU Xeon guest with 64 B round trips, alternated
+    /// with a build that did not prefetch here: the async Transport's p50
+    /// 1.24-1.28x of the busy-spin floor with it against 1.48-1.53x
+    /// without. The blocking reader does without it (see
+    /// `crate::blocking`): measured there, it cost more than it saved.
     #[inline]
     pub(crate) fn watch(&self) -> bool {
         if self.word_at_tail() != 0 {
@@ -1479,6 +1490,7 @@ mod tests {
         // Nothing to read: not by the fast path, not by the general one.
         assert_eq!(c.next_whole(usize::MAX), None);
         assert!(!c.watch());
+        assert!(!c.sees_record());
         assert!(matches!(c.try_recv(&mut asm, usize::MAX), Ok(Recv::Empty)));
         // The next real message arrives as sent.
         assert!(p.try_send_fast(b"real"));
