@@ -795,8 +795,8 @@ impl Consumer {
     /// read after the word says they are published.) Reads no counter.
     ///
     /// Measured on a 2-vCPU Xeon guest with 64 B round trips, alternated
-    /// with a build that did not prefetch here: the async Transport's p50
-    /// 1.24-1.28x of the busy-spin floor with it against 1.48-1.53x
+    /// with the same code without the prefetch: the async Transport's p50
+    /// was 1.24-1.28x of the busy-spin floor with it and 1.48-1.53x
     /// without. The blocking reader does without it (see
     /// `crate::blocking`): measured there, it cost more than it saved.
     #[inline]
