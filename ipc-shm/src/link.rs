@@ -85,8 +85,9 @@ impl Link {
     ///
     /// For a receiver, that first full look reads the producer's head (see
     /// `crate::ring`): measured with 64 B round trips between two
-    /// processes, this cut the blocking API's p50 by 10% when cache-line
-    /// transfers are fast and by 20% when they are slow, although the head
+    /// processes on an AMD EPYC guest, this cut the blocking API's p50 by
+    /// 10% when cache-line transfers were fast and by 20% when they were
+    /// slow (on a Xeon guest it cost 2-3% instead), although the head
     /// tells a receiver nothing its spin on the record's word does not. Why
     /// is not established: a fixed pause before spinning gained nothing,
     /// reading a line of the other ring that the peer also writes gained
