@@ -240,6 +240,22 @@ impl Bells {
     pub(crate) fn peer_gone(&self) -> bool {
         self.peer_closed() & CLOSED_GONE != 0
     }
+
+    /// Tells the peer that our ring will reach position `end` once the
+    /// message we are about to copy in is there (see [`Bell::writing`]).
+    #[inline]
+    pub(crate) fn announce_writing(&self, end: u64) {
+        // A hint only: the peer reads the message through its header word.
+        self.mine().writing.store(end, Ordering::Relaxed);
+    }
+
+    /// Whether the peer has announced a message that its ring has not
+    /// brought to position `tail` yet: it is still copying it in, or it is
+    /// in and not taken. A hint; the peer may set any value.
+    #[inline]
+    pub(crate) fn peer_writing_past(&self, tail: u64) -> bool {
+        self.peer().writing.load(Ordering::Relaxed) > tail
+    }
 }
 
 #[cfg(all(test, not(loom)))]

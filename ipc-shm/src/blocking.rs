@@ -14,6 +14,14 @@ use crate::layout::{CLOSED_GONE, CLOSED_WRITE};
 use crate::link::Link;
 use crate::ring::{Assembly, Consumer, Producer, Record, Recv};
 
+/// Messages from this size on are announced to the receiver before they are
+/// copied in ([`crate::layout::Bell::writing`]), and a receiver asleep is
+/// woken then rather than once the message is in. 256 KiB take 10-25 us to
+/// copy, about as long as a wake-up takes; for smaller messages the early
+/// wake-up of a receiver that does not spin (an async one) would be one
+/// wake-up too many.
+const ANNOUNCE_MIN: usize = 256 << 10;
+
 /// A shared-memory connection carrying whole messages.
 ///
 /// [`send`](Self::send) copies a message into the ring (in pieces when it is
@@ -230,12 +238,28 @@ impl ShmSender {
                 max,
             });
         }
+        if msg.len() >= ANNOUNCE_MIN {
+            self.announce(msg.len());
+        }
         // The common case: room for the whole message, written at once.
         if !self.link.gone() && self.prod.try_send_fast(msg) {
             self.link.notify();
             return Ok(());
         }
         self.send_slow(msg)
+    }
+
+    /// Tells a receiver that waits that a message of `len` bytes is on its
+    /// way, so that it spins on while this side copies it in (see
+    /// [`Link::wait_until`]).
+    #[cold]
+    fn announce(&self, len: usize) {
+        self.link
+            .bells
+            .announce_writing(self.prod.position() + len as u64);
+        // A receiver asleep wakes while we copy, sees the announcement and
+        // spins until the message is in.
+        self.link.notify();
     }
 
     /// Sends a message that does not fit at once: refreshes the view of the
@@ -246,7 +270,7 @@ impl ShmSender {
         let prod = &mut self.prod;
         let link = &*self.link;
         let moved = Cell::new(false);
-        link.wait_until(None, &moved, |gone, _quick| {
+        link.wait_until(None, &moved, &Cell::new(false), |gone, _quick| {
             if gone || link.bells.peer_closed() & CLOSED_GONE != 0 {
                 return Err(Error::Disconnected);
             }
@@ -288,6 +312,9 @@ impl ShmSender {
         if len > max {
             return Err(Error::FrameTooLarge { len, max });
         }
+        if len >= ANNOUNCE_MIN {
+            self.announce(len);
+        }
         let slot = match self.prod.try_reserve_in_place(len) {
             Ok(Some(slot)) if !self.link.gone() => slot,
             _ => self.reserve_in_place_slow(len)?,
@@ -310,12 +337,17 @@ impl ShmSender {
     fn reserve_in_place_slow(&mut self, len: usize) -> Result<*mut u8> {
         let prod = &mut self.prod;
         let link = &*self.link;
-        link.wait_until(None, &Cell::new(false), |gone, _quick| {
-            if gone || link.bells.peer_closed() & CLOSED_GONE != 0 {
-                return Err(Error::Disconnected);
-            }
-            prod.try_reserve_in_place(len)
-        })
+        link.wait_until(
+            None,
+            &Cell::new(false),
+            &Cell::new(false),
+            |gone, _quick| {
+                if gone || link.bells.peer_closed() & CLOSED_GONE != 0 {
+                    return Err(Error::Disconnected);
+                }
+                prod.try_reserve_in_place(len)
+            },
+        )
     }
 
     /// The largest message [`send_with`](Self::send_with) takes. See
@@ -387,8 +419,9 @@ impl ShmReceiver {
         let link = &*self.link;
         let max = self.max_message;
         let moved = Cell::new(false);
-        link.wait_until(timeout, &moved, |gone, quick| {
-            step(cons, asm, link, max, gone, quick, &moved)
+        let busy = Cell::new(false);
+        link.wait_until(timeout, &moved, &busy, |gone, quick| {
+            step(cons, asm, link, max, gone, quick, &moved, &busy)
         })
     }
 
@@ -435,6 +468,7 @@ impl ShmReceiver {
             gone,
             false,
             &Cell::new(false),
+            &Cell::new(false),
         )?;
         Ok(got.map(|g| self.wrap(g)))
     }
@@ -476,9 +510,11 @@ enum Got {
 /// else the general path (padding, pieces, errors, the peer's departure).
 /// With `quick` (while spinning), a tail whose header word shows no record
 /// is taken as empty without reading the head or anything else the general
-/// path reads, as long as the peer has not closed. Sets `moved` when it
-/// released anything (a piece, padding).
+/// path reads, as long as the peer has not closed. Sets `busy` when it finds
+/// nothing and the peer has announced a message it is still copying in, and
+/// `moved` when it released anything (a piece, padding).
 #[inline]
+#[allow(clippy::too_many_arguments)]
 fn step(
     cons: &mut Consumer,
     asm: &mut Assembly,
@@ -487,6 +523,7 @@ fn step(
     gone: bool,
     quick: bool,
     moved: &Cell<bool>,
+    busy: &Cell<bool>,
 ) -> Result<Option<Got>> {
     if !asm.is_assembling() {
         if let Some(rec) = cons.next_whole(max) {
@@ -503,6 +540,9 @@ fn step(
     // not); in ipc-bench the p50 went up instead, 331-409 -> 386-429 ns,
     // with the mean unchanged (~440 ns) and p99 816-1158 -> 700-799 ns.
     if quick && !gone && !cons.sees_record() && link.bells.peer_closed() == 0 {
+        if link.bells.peer_writing_past(cons.position()) {
+            busy.set(true);
+        }
         return Ok(None);
     }
     let before = cons.position();
@@ -525,7 +565,12 @@ fn step(
         moved.set(true);
     }
     Ok(match got {
-        Recv::Empty => None,
+        Recv::Empty => {
+            if link.bells.peer_writing_past(cons.position()) {
+                busy.set(true);
+            }
+            None
+        }
         Recv::Borrowed(rec) => Some(Got::Borrowed(rec)),
         Recv::Owned(v) => Some(Got::Owned(v)),
     })
@@ -658,12 +703,24 @@ mod tests {
         spins: [Duration; 2],
         liveness: Duration,
     ) -> (ShmConnection, ShmConnection) {
+        heap_pair_busy(cap, spins, liveness, crate::link::BUSY_SPIN)
+    }
+
+    /// As [`heap_pair_with`], both ends spinning on for up to `busy_spin`
+    /// while the peer announces a message.
+    fn heap_pair_busy(
+        cap: usize,
+        spins: [Duration; 2],
+        liveness: Duration,
+        busy_spin: Duration,
+    ) -> (ShmConnection, ShmConnection) {
         let region = Arc::new(Region::heap(cap));
         let (client, server) = crate::sys::door::Door::pair_in_process().unwrap();
         let end = |me: usize, door| {
             let policy = WaitPolicy {
                 spin: spins[me - CLIENT],
                 liveness,
+                busy_spin,
             };
             let link = Arc::new(Link::in_process(region.clone(), me, door, policy));
             ShmConnection::from_parts(
@@ -976,10 +1033,20 @@ mod tests {
     /// ring, and the bare parts of side `SERVER` for a test to drive piece
     /// by piece: its producer, consumer and link.
     fn receiver_and_bare_peer(spin: Duration) -> (ShmConnection, Producer, Consumer, Link) {
+        receiver_and_bare_peer_with(spin, crate::link::BUSY_SPIN)
+    }
+
+    /// As [`receiver_and_bare_peer`], the receiver spinning on for up to
+    /// `busy_spin` while the peer announces a message.
+    fn receiver_and_bare_peer_with(
+        spin: Duration,
+        busy_spin: Duration,
+    ) -> (ShmConnection, Producer, Consumer, Link) {
         let region = Arc::new(Region::heap(MIN_RING_CAPACITY));
         let policy = WaitPolicy {
             spin,
             liveness: Duration::from_millis(20),
+            busy_spin,
         };
         let (client, server) = crate::sys::door::Door::pair_in_process().unwrap();
         let link = Arc::new(Link::in_process(region.clone(), CLIENT, client, policy));
@@ -1078,6 +1145,114 @@ mod tests {
             !client_slept(&peer),
             "the sender slept while room came every {GAP:?}, within its spin of {LONG_SPIN:?}"
         );
+    }
+
+    /// How long the bare peer of the announcement tests takes to copy its
+    /// message in: many times the receiver's spin.
+    const COPY: Duration = Duration::from_millis(200);
+
+    /// The bare peer announces a message (if `announce`), takes [`COPY`] to
+    /// write it and sends it, to a receiver that spins 5 ms and up to
+    /// `busy_spin` more while the peer is busy; returns whether the
+    /// receiver slept.
+    fn receive_a_slow_message(announce: bool, busy_spin: Duration) -> bool {
+        let (mut conn, mut prod, _cons, peer) =
+            receiver_and_bare_peer_with(Duration::from_millis(5), busy_spin);
+        let msg = vec![7u8; 1000];
+        if announce {
+            peer.bells
+                .announce_writing(prod.position() + msg.len() as u64);
+        }
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(COPY);
+            assert!(prod.try_send_fast(&msg));
+            peer.notify();
+            peer
+        });
+        assert_eq!(conn.recv().unwrap().len(), 1000);
+        client_slept(&t.join().unwrap())
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "sleeps for a fraction of a second of real time")]
+    fn a_receiver_spins_on_while_the_peer_copies_in_an_announced_message() {
+        assert!(
+            !receive_a_slow_message(true, Duration::from_secs(30)),
+            "the receiver slept while the peer copied in a message it had announced"
+        );
+        // Not announced, the same message finds the receiver asleep.
+        assert!(receive_a_slow_message(false, Duration::from_secs(30)));
+        // Announced but not there within the busy spin (a peer killed while
+        // it copies, say): the receiver sleeps after it.
+        assert!(receive_a_slow_message(true, Duration::from_millis(20)));
+    }
+
+    /// The CPU time this process has used.
+    #[cfg(target_os = "linux")]
+    fn cpu_time() -> Duration {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(miri, ignore = "sleeps for a fraction of a second of real time")]
+    fn an_announcement_wakes_a_receiver_that_then_spins_for_the_message() {
+        let spin = Duration::from_millis(1);
+        // No liveness checks: the receiver's sleep ends only when it is rung.
+        let hour = Duration::from_secs(3600);
+        let (mut a, mut b) = heap_pair_busy(1 << 20, [spin, spin], hour, hour);
+        let t = std::thread::spawn(move || {
+            let n = b.recv().unwrap().len();
+            (n, b)
+        });
+        let link = a.tx.link.clone();
+        let receiver = || link.bells.peer();
+        let asleep_by = std::time::Instant::now() + Duration::from_secs(30);
+        while receiver().waiting.load(Ordering::Acquire) == 0 {
+            assert!(
+                std::time::Instant::now() < asleep_by,
+                "the receiver never slept"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (woken, spent) = a
+            .send_with(ANNOUNCE_MIN, |buf| {
+                // Rung by the announcement, before the message is in.
+                let woken = receiver().seq.load(Ordering::Acquire);
+                let before = cpu_time();
+                std::thread::sleep(COPY);
+                buf.fill(9);
+                (woken, cpu_time() - before)
+            })
+            .unwrap();
+        let (n, _b) = t.join().unwrap();
+        assert_eq!(n, ANNOUNCE_MIN);
+        assert_eq!(woken, 1, "the announcement did not wake the receiver");
+        assert!(
+            spent > COPY / 10,
+            "the receiver used {spent:?} of CPU while the message was copied in for {COPY:?}: it slept"
+        );
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "three messages of 256 KiB: minutes under Miri")]
+    fn large_messages_are_announced_before_they_are_copied_in() {
+        let (mut a, mut b) = heap_pair(1 << 20);
+        let announced = |a: &ShmConnection| a.tx.link.bells.mine().writing.load(Ordering::Relaxed);
+        a.send(&[1; 100]).unwrap();
+        assert_eq!(announced(&a), 0, "a small message is not announced");
+        let at = a.tx.prod.position();
+        a.send(&vec![2; ANNOUNCE_MIN]).unwrap();
+        assert_eq!(announced(&a), at + ANNOUNCE_MIN as u64);
+        let at = a.tx.prod.position();
+        a.send_with(ANNOUNCE_MIN + 1, |buf| buf.fill(3)).unwrap();
+        assert_eq!(announced(&a), at + ANNOUNCE_MIN as u64 + 1);
+        for (fill, len) in [(1u8, 100), (2, ANNOUNCE_MIN), (3, ANNOUNCE_MIN + 1)] {
+            let m = b.recv().unwrap();
+            assert_eq!(m.len(), len);
+            assert!(m.iter().all(|&x| x == fill));
+        }
     }
 
     #[test]

@@ -89,6 +89,12 @@ pub struct Bell {
     /// the barrier any more clears it, and its next sleep is cut short by
     /// the liveness check).
     pub barrier: AtomicU32,
+    /// Where this side's ring will reach once the message it is writing now
+    /// is in (a position, as the ring's head): set before a large message is
+    /// copied in, left as it was after. A hint for the other side, which
+    /// keeps spinning for a while rather than sleep while its tail is below
+    /// it; never used as an index. 0 until the first large message.
+    pub writing: AtomicU64,
     /// The futex, modelled for loom.
     #[cfg(loom)]
     pub park: (loom::sync::Mutex<()>, loom::sync::Condvar),
@@ -211,6 +217,7 @@ impl Control {
                 waiting: AtomicU32::new(0),
                 closed: AtomicU32::new(0),
                 barrier: AtomicU32::new(0),
+                writing: AtomicU64::new(0),
                 park: (loom::sync::Mutex::new(()), loom::sync::Condvar::new()),
             })
         }

@@ -16,12 +16,22 @@ use crate::sync::{spin_hint, Ordering};
 use crate::sys::door::Door;
 use crate::sys::wire::{Wire, BLOCKING_SLEEP};
 
+/// The longest a wait goes on spinning, past its spin time, while `ready`
+/// reports the peer busy (see [`Link::wait_until`]): long enough for a
+/// message of several megabytes to be copied in, short enough that a peer
+/// killed while it copies is noticed soon after (by the liveness check of
+/// the sleep that follows).
+pub(crate) const BUSY_SPIN: Duration = Duration::from_millis(10);
+
 /// How long to spin before sleeping, and how often a sleeper checks that the
 /// peer is alive.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WaitPolicy {
     pub spin: Duration,
     pub liveness: Duration,
+    /// The longest a wait spins on past `spin` while the peer is busy
+    /// ([`BUSY_SPIN`] but in tests).
+    pub busy_spin: Duration,
 }
 
 #[derive(Debug)]
@@ -76,6 +86,13 @@ impl Link {
     /// re-check of the bell protocol) have it clear and must look at
     /// everything that could end the wait.
     ///
+    /// `ready` sets `busy` when, spinning, it saw that the peer is copying in
+    /// a message for it (see [`crate::layout::Bell::writing`]): the spin then
+    /// goes on past its time, for at most the policy's `busy_spin` in all
+    /// ([`BUSY_SPIN`]), so that a
+    /// message that takes longer to copy in than the spin time is not met
+    /// by a sleep and a wake-up (40-65 us on a virtual machine).
+    ///
     /// `ready` sets `moved` when it took or wrote a piece of a message sent
     /// in pieces without finishing it. The peer is then busy with the same
     /// message: when the spin time runs out and `moved` is set, the wait
@@ -106,6 +123,7 @@ impl Link {
         &self,
         timeout: Option<Duration>,
         moved: &Cell<bool>,
+        busy: &Cell<bool>,
         mut ready: impl FnMut(bool, bool) -> Result<Option<T>>,
     ) -> Result<T> {
         if let Some(v) = ready(self.gone(), false)? {
@@ -118,6 +136,8 @@ impl Link {
             None => now + self.policy.spin,
         };
         let how = BLOCKING_SLEEP;
+        // The end of the spins that `busy` may add to this wait.
+        let mut busy_until = None;
         'spin: loop {
             if cfg!(loom) {
                 spin_hint();
@@ -133,7 +153,11 @@ impl Link {
                     if n % 32 == 0 {
                         let now = Instant::now();
                         if now >= spin_until {
-                            if !moved.take() || deadline.is_some_and(|(d, _)| now >= d) {
+                            let busy_left = busy.take()
+                                && now < *busy_until.get_or_insert(now + self.policy.busy_spin);
+                            if !(moved.take() || busy_left)
+                                || deadline.is_some_and(|(d, _)| now >= d)
+                            {
                                 break;
                             }
                             spin_until = spin_end(now);
@@ -148,6 +172,12 @@ impl Link {
                     return Ok(v);
                 }
                 let moving = moved.take();
+                // The peer announced a message and is copying it in: spin
+                // for it (within the busy spin) rather than sleep.
+                let busy_now = !gone && busy.take() && {
+                    let now = Instant::now();
+                    now < *busy_until.get_or_insert(now + self.policy.busy_spin)
+                };
                 if gone && !moving {
                     // `ready` saw the peer gone and had nothing left to return.
                     return Err(Error::Disconnected);
@@ -162,8 +192,9 @@ impl Link {
                     }
                     nap = nap.min(left);
                 }
-                if moving {
-                    // A piece came or went: spin for the next one.
+                if moving || busy_now {
+                    // A piece came or went, or a message is being copied in:
+                    // spin for it.
                     continue 'spin;
                 }
                 if how == WAIT_FUTEX {

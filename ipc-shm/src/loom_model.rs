@@ -27,6 +27,7 @@ fn pair() -> (ShmConnection, ShmConnection) {
         let policy = WaitPolicy {
             spin: Duration::ZERO,
             liveness: Duration::ZERO,
+            busy_spin: Duration::ZERO,
         };
         let link = Arc::new(Link::in_process(region.clone(), me, Door, policy));
         ShmConnection::from_parts(

@@ -322,6 +322,12 @@ impl Producer {
         }
     }
 
+    /// Our head: bytes written so far (published or not).
+    #[inline]
+    pub(crate) fn position(&self) -> u64 {
+        self.head
+    }
+
     /// Bytes per ring.
     pub(crate) fn capacity(&self) -> usize {
         self.ring.cap as usize

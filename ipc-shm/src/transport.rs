@@ -357,6 +357,7 @@ fn blocking_connection(
         policy: WaitPolicy {
             spin: opts.spin,
             liveness: opts.liveness,
+            busy_spin: crate::link::BUSY_SPIN,
         },
         hung_up: Default::default(),
     });
