@@ -86,12 +86,13 @@ impl Link {
     /// re-check of the bell protocol) have it clear and must look at
     /// everything that could end the wait.
     ///
-    /// `ready` sets `busy` when, spinning, it saw that the peer is copying in
-    /// a message for it (see [`crate::layout::Bell::writing`]): the spin then
-    /// goes on past its time, for at most the policy's `busy_spin` in all
-    /// ([`BUSY_SPIN`]), so that a
-    /// message that takes longer to copy in than the spin time is not met
-    /// by a sleep and a wake-up (40-65 us on a virtual machine).
+    /// `ready` sets `busy` when it finds nothing and the peer is copying in a
+    /// message for it (see [`crate::layout::Bell::writing`]): the spin then
+    /// goes on past its time, and a sleeper woken early by the announcement
+    /// spins again, for at most the policy's `busy_spin` in all
+    /// ([`BUSY_SPIN`]), so that a message that takes longer to copy in than
+    /// the spin time is not met by a sleep and a wake-up (40-65 us on a
+    /// virtual machine). Not with a spin of zero.
     ///
     /// `ready` sets `moved` when it took or wrote a piece of a message sent
     /// in pieces without finishing it. The peer is then busy with the same
@@ -173,8 +174,9 @@ impl Link {
                 }
                 let moving = moved.take();
                 // The peer announced a message and is copying it in: spin
-                // for it (within the busy spin) rather than sleep.
-                let busy_now = !gone && busy.take() && {
+                // for it (within the busy spin) rather than sleep, unless
+                // this side does not spin at all.
+                let busy_now = !gone && busy.take() && !self.policy.spin.is_zero() && {
                     let now = Instant::now();
                     now < *busy_until.get_or_insert(now + self.policy.busy_spin)
                 };

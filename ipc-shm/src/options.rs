@@ -75,9 +75,10 @@ impl ShmOptions {
     /// How long a blocking call spins before it sleeps on the doorbell
     /// (default 50 µs). A call that moves a message in pieces starts its
     /// spin again at each piece, so only a stall of a whole spin between
-    /// two pieces puts it to sleep. A receive also spins on, for up to
-    /// 10 ms, while the peer copies in a message of 256 KiB or more that it
-    /// has announced (and the announcement wakes a receiver asleep).
+    /// two pieces puts it to sleep. With a non-zero spin, a receive also
+    /// spins on, for up to 10 ms, while the peer copies in a message of
+    /// 256 KiB or more that it has announced (the announcement wakes a
+    /// receiver asleep).
     ///
     /// On Linux a blocking connection that spins (a non-zero spin here)
     /// makes a process-wide memory barrier each time it goes to sleep
