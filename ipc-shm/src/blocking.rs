@@ -530,6 +530,12 @@ fn step(
             return Ok(Some(Got::Borrowed(rec)));
         }
     }
+    // Nothing there yet: is the peer copying in a message it announced?
+    let note_busy = |cons: &Consumer| {
+        if link.bells.peer_writing_past(cons.position()) {
+            busy.set(true);
+        }
+    };
     // The spin looks at the header word alone. Asking the cache for the
     // next record's lines on every look as well, as the async reader does
     // (`Consumer::watch`), pulls them back from a writer that is still
@@ -540,9 +546,7 @@ fn step(
     // not); in ipc-bench the p50 went up instead, 331-409 -> 386-429 ns,
     // with the mean unchanged (~440 ns) and p99 816-1158 -> 700-799 ns.
     if quick && !gone && !cons.sees_record() && link.bells.peer_closed() == 0 {
-        if link.bells.peer_writing_past(cons.position()) {
-            busy.set(true);
-        }
+        note_busy(cons);
         return Ok(None);
     }
     let before = cons.position();
@@ -566,9 +570,7 @@ fn step(
     }
     Ok(match got {
         Recv::Empty => {
-            if link.bells.peer_writing_past(cons.position()) {
-                busy.set(true);
-            }
+            note_busy(cons);
             None
         }
         Recv::Borrowed(rec) => Some(Got::Borrowed(rec)),

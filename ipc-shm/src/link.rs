@@ -137,8 +137,12 @@ impl Link {
             None => now + self.policy.spin,
         };
         let how = BLOCKING_SLEEP;
-        // The end of the spins that `busy` may add to this wait.
+        // Whether `ready` reported the peer busy and the spins that adds to
+        // this wait (from the first report on) are not over at `now`.
         let mut busy_until = None;
+        let mut still_busy = |now: Instant| {
+            busy.take() && now < *busy_until.get_or_insert(now + self.policy.busy_spin)
+        };
         'spin: loop {
             if cfg!(loom) {
                 spin_hint();
@@ -154,9 +158,7 @@ impl Link {
                     if n % 32 == 0 {
                         let now = Instant::now();
                         if now >= spin_until {
-                            let busy_left = busy.take()
-                                && now < *busy_until.get_or_insert(now + self.policy.busy_spin);
-                            if !(moved.take() || busy_left)
+                            if !(moved.take() || still_busy(now))
                                 || deadline.is_some_and(|(d, _)| now >= d)
                             {
                                 break;
@@ -176,10 +178,7 @@ impl Link {
                 // The peer announced a message and is copying it in: spin
                 // for it (within the busy spin) rather than sleep, unless
                 // this side does not spin at all.
-                let busy_now = !gone && busy.take() && !self.policy.spin.is_zero() && {
-                    let now = Instant::now();
-                    now < *busy_until.get_or_insert(now + self.policy.busy_spin)
-                };
+                let busy_now = !gone && !self.policy.spin.is_zero() && still_busy(Instant::now());
                 if gone && !moving {
                     // `ready` saw the peer gone and had nothing left to return.
                     return Err(Error::Disconnected);
