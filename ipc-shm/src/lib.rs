@@ -53,6 +53,8 @@ mod ring;
 mod sync;
 mod sys;
 
+#[cfg(not(loom))]
+mod async_wait;
 mod bell;
 mod blocking;
 mod link;

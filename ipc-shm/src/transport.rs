@@ -1,32 +1,20 @@
 //! The async byte-stream [`Transport`] over a shared region, and the
-//! listener and connector that set it up.
-//!
-//! Waiting in async code: a task that finds its ring empty (or full)
-//! announces it in its bell and waits for the doorbell; the peer rings only
-//! when it sees the announcement. On Unix the doorbell is the bootstrap
-//! socket (the peer sends one byte), registered with the runtime's reactor
-//! like any other, and the peer's death (the socket hanging up) wakes the
-//! same wait. On Windows it is this side's auto-reset event, and the peer's
-//! process handle signals its death; both are waited on by the system
-//! thread pool (`RegisterWaitForSingleObject`), which wakes the task. Either
-//! way no thread is parked or spawned per connection and an idle connection
-//! costs nothing. Optionally, `poll_read` and `poll_write` first spin for
-//! [`ShmOptions::async_spin`] for the lowest latency, a few microseconds at a
-//! time, handing the thread back to the runtime in between so that the other
-//! tasks on it keep running.
+//! listener and connector that set it up. How an async task waits is in
+//! `crate::async_wait`.
 
 use std::fmt;
-use std::future::Future;
 use std::io;
-use std::pin::{pin, Pin};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
-use std::time::{Duration, Instant};
+use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use ipc_core::{Address, BoxTransport, Error, Listener, PeerInfo, Result, Transport};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::async_wait::{AsyncWaits, Task};
 use crate::bell::Bells;
 use crate::blocking::ShmConnection;
 use crate::layout::{CLIENT, CLOSED_GONE, CLOSED_WRITE, SERVER, WAIT_SOCKET};
@@ -34,38 +22,8 @@ use crate::link::{Link, WaitPolicy};
 use crate::options::ShmOptions;
 use crate::region::Region;
 use crate::ring::{Consumer, Producer};
-use crate::sync::spin_hint;
-use crate::sys::wire::{AsyncWire, ASYNC_SLEEP};
 use crate::sys::{self, Conn};
-
-/// Wakes both the reading and the writing task when the socket rings.
-#[derive(Debug, Default)]
-struct Wakers {
-    read: Mutex<Option<Waker>>,
-    write: Mutex<Option<Waker>>,
-}
-
-impl Wakers {
-    fn set(slot: &Mutex<Option<Waker>>, w: &Waker) {
-        let mut g = slot.lock().unwrap_or_else(|e| e.into_inner());
-        if !g.as_ref().is_some_and(|old| old.will_wake(w)) {
-            *g = Some(w.clone());
-        }
-    }
-}
-
-impl Wake for Wakers {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        for slot in [&self.read, &self.write] {
-            if let Some(w) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                w.wake();
-            }
-        }
-    }
-}
+use crate::sync::Ordering;
 
 /// An established shared-memory connection as a byte-stream [`Transport`].
 ///
@@ -78,16 +36,14 @@ pub struct ShmTransport {
     rx: Consumer,
     partial: usize,
     bells: Bells,
-    wire: AsyncWire,
+    waits: AsyncWaits,
     peer: PeerInfo,
-    wakers: Arc<Wakers>,
-    joint: Waker,
-    async_spin: Duration,
     /// When the current read found the ring empty, while it spins.
     read_spin: Option<Instant>,
     /// When the current write found the ring full, while it spins.
     write_spin: Option<Instant>,
-    hung_up: bool,
+    /// The socket hung up (or, on Windows, the peer's process ended).
+    hung_up: AtomicBool,
 }
 
 impl fmt::Debug for ShmTransport {
@@ -107,9 +63,7 @@ impl ShmTransport {
         peer: PeerInfo,
         opts: &ShmOptions,
     ) -> Result<ShmTransport> {
-        let wakers = Arc::new(Wakers::default());
-        let joint = Waker::from(wakers.clone());
-        let (door, wire) = conn.into_async(&joint)?;
+        let (door, waits) = AsyncWaits::new(opts.async_spin, |joint| conn.into_async(joint))?;
         Ok(ShmTransport {
             tx: Producer::new(region.clone(), side),
             rx: Consumer::new(region.clone(), 1 - side),
@@ -119,14 +73,11 @@ impl ShmTransport {
             // interrupted the peer's CPU often enough to cost more than the
             // fences it saved (see `crate::bell`): it keeps the fences.
             bells: Bells::new(region, side, door, false),
-            wire,
+            waits,
             peer,
-            joint,
-            wakers,
-            async_spin: opts.async_spin,
             read_spin: None,
             write_spin: None,
-            hung_up: false,
+            hung_up: AtomicBool::new(false),
         })
     }
 
@@ -145,73 +96,9 @@ impl ShmTransport {
 
     fn notify(&self) {
         if self.bells.ring_peer() & WAIT_SOCKET != 0 {
-            self.wire.send_wake();
+            self.waits.send_wake();
         }
     }
-
-    /// Waits for the doorbell or the peer's death.
-    fn poll_socket(&mut self) -> Poll<()> {
-        self.wire.poll_wait(&self.joint, &mut self.hung_up)
-    }
-
-    /// Spins for what `ready` waits for, as part of a wait that started at
-    /// `*since` (now, if it is `None`): in place for at most [`SPIN_SLICE`],
-    /// then, while the wait's [`ShmOptions::async_spin`] lasts, by handing
-    /// the thread back to the runtime and spinning again when polled.
-    ///
-    /// Handing the thread back matters when what the peer waits for is a
-    /// task of this process (a reply queued for another task to write, a
-    /// caller about to send its next request): it runs before the next
-    /// slice instead of after the whole spin.
-    fn spin(
-        &mut self,
-        since: &mut Option<Instant>,
-        cx: &mut Context<'_>,
-        mut ready: impl FnMut(&mut Self) -> bool,
-    ) -> Spin {
-        if self.async_spin.is_zero() {
-            return Spin::Over;
-        }
-        let now = Instant::now();
-        let start = *since.get_or_insert(now);
-        let left = self
-            .async_spin
-            .saturating_sub(now.saturating_duration_since(start));
-        if left.is_zero() {
-            return Spin::Over;
-        }
-        let slice = left.min(SPIN_SLICE);
-        let mut n = 0u32;
-        loop {
-            if ready(self) {
-                return Spin::Ready;
-            }
-            spin_hint();
-            n = n.wrapping_add(1);
-            if n % 32 == 0 && now.elapsed() >= slice {
-                if slice == left {
-                    return Spin::Over;
-                }
-                // Its first poll arranges the wake-up and returns `Pending`.
-                let _ = pin!(tokio::task::yield_now()).poll(cx);
-                return Spin::Again;
-            }
-        }
-    }
-}
-
-/// Longest a spinning read or write holds the runtime's thread at a time.
-const SPIN_SLICE: Duration = Duration::from_micros(2);
-
-/// What [`ShmTransport::spin`] came to.
-enum Spin {
-    /// What it waited for may have come: look again.
-    Ready,
-    /// Not yet; the task is to be polled again soon, and the poll returns
-    /// `Pending`.
-    Again,
-    /// The spin is over: wait on the doorbell.
-    Over,
 }
 
 impl Transport for ShmTransport {
@@ -230,48 +117,46 @@ impl AsyncRead for ShmTransport {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        let mut prepared = false;
-        loop {
-            // The closed flag first: what the peer published before closing
-            // is then visible to the read below.
-            let closed = this.hung_up || this.bells.peer_closed() != 0;
-            match this
-                .rx
-                .try_read_stream(buf.initialize_unfilled(), &mut this.partial)
-            {
-                Err(e) => return Poll::Ready(Err(e.into())),
-                Ok(Some(n)) => {
-                    this.read_spin = None;
-                    buf.advance(n);
-                    this.notify();
-                    return Poll::Ready(Ok(()));
-                }
-                Ok(None) if closed => {
-                    this.read_spin = None;
-                    return Poll::Ready(Ok(()));
-                }
-                Ok(None) => {}
+        let ShmTransport {
+            rx,
+            partial,
+            bells,
+            waits,
+            read_spin,
+            hung_up,
+            ..
+        } = this;
+        let read = waits.poll_until(
+            cx,
+            Task::Read,
+            bells,
+            hung_up,
+            read_spin,
+            &mut (rx, partial, buf),
+            |(rx, partial, buf)| {
+                // The closed flag first: what the peer published before
+                // closing is then visible to the read below.
+                let closed = hung_up.load(Ordering::Relaxed) || bells.peer_closed() != 0;
+                Ok(match rx.try_read_stream(buf.initialize_unfilled(), partial)? {
+                    Some(n) => {
+                        buf.advance(n);
+                        Some(true)
+                    }
+                    // The end of the stream: nothing read.
+                    None if closed => Some(false),
+                    None => None,
+                })
+            },
+            |(rx, _, _)| rx.watch() || bells.peer_closed() != 0,
+        );
+        match read {
+            Poll::Ready(Ok(true)) => {
+                this.notify();
+                Poll::Ready(Ok(()))
             }
-            if !prepared {
-                let mut since = this.read_spin.take();
-                let spun = this.spin(&mut since, cx, |t| {
-                    t.rx.watch() || t.bells.peer_closed() != 0
-                });
-                this.read_spin = since;
-                match spun {
-                    Spin::Ready => continue,
-                    Spin::Again => return Poll::Pending,
-                    Spin::Over => {}
-                }
-                Wakers::set(&this.wakers.read, cx.waker());
-                this.bells.prepare_sleep(ASYNC_SLEEP);
-                prepared = true;
-                continue;
-            }
-            match this.poll_socket() {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(()) => prepared = false,
-            }
+            Poll::Ready(Ok(false)) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -283,43 +168,39 @@ impl AsyncWrite for ShmTransport {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let mut prepared = false;
-        loop {
-            if this.hung_up || this.bells.peer_closed() & CLOSED_GONE != 0 {
-                return Poll::Ready(Err(Error::Disconnected.into()));
-            }
-            match this.tx.try_write_stream(buf) {
-                Err(e) => return Poll::Ready(Err(e.into())),
-                Ok(Some(n)) => {
-                    this.write_spin = None;
-                    this.notify();
-                    return Poll::Ready(Ok(n));
+        let ShmTransport {
+            tx,
+            bells,
+            waits,
+            write_spin,
+            hung_up,
+            ..
+        } = this;
+        let written = waits.poll_until(
+            cx,
+            Task::Write,
+            bells,
+            hung_up,
+            write_spin,
+            tx,
+            |tx| {
+                if hung_up.load(Ordering::Relaxed) || bells.peer_closed() & CLOSED_GONE != 0 {
+                    return Err(Error::Disconnected);
                 }
-                Ok(None) => {}
+                tx.try_write_stream(buf)
+            },
+            // Only the peer's going away ends a write (a peer that shut
+            // down its write half still reads): anything else that made the
+            // spin look again would keep it in place past its slice.
+            |tx| tx.tail_moved().unwrap_or(true) || bells.peer_closed() & CLOSED_GONE != 0,
+        );
+        match written {
+            Poll::Ready(Ok(n)) => {
+                this.notify();
+                Poll::Ready(Ok(n))
             }
-            if !prepared {
-                let mut since = this.write_spin.take();
-                // Only the peer's going away ends a write (a peer that shut
-                // down its write half still reads): anything else that made
-                // the spin look again would keep it in place past its slice.
-                let spun = this.spin(&mut since, cx, |t| {
-                    t.tx.tail_moved().unwrap_or(true) || t.bells.peer_closed() & CLOSED_GONE != 0
-                });
-                this.write_spin = since;
-                match spun {
-                    Spin::Ready => continue,
-                    Spin::Again => return Poll::Pending,
-                    Spin::Over => {}
-                }
-                Wakers::set(&this.wakers.write, cx.waker());
-                this.bells.prepare_sleep(ASYNC_SLEEP);
-                prepared = true;
-                continue;
-            }
-            match this.poll_socket() {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(()) => prepared = false,
-            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+            Poll::Pending => Poll::Pending,
         }
     }
 

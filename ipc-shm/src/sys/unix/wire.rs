@@ -127,12 +127,12 @@ impl AsyncWire {
 
     /// Waits for a wake-up byte or a hang-up on the socket; `joint` is woken
     /// when one comes. Sets `hung_up` when the socket has hung up.
-    pub(crate) fn poll_wait(&mut self, joint: &Waker, hung_up: &mut bool) -> Poll<()> {
+    pub(crate) fn poll_wait(&self, joint: &Waker, hung_up: &AtomicBool) -> Poll<()> {
         let mut cx = Context::from_waker(joint);
         match self.sock.poll_read_ready(&mut cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Err(_)) => {
-                *hung_up = true;
+                hung_up.store(true, Ordering::Relaxed);
                 Poll::Ready(())
             }
             Poll::Ready(Ok(())) => {
@@ -140,14 +140,14 @@ impl AsyncWire {
                 loop {
                     match self.sock.try_read(&mut buf) {
                         Ok(0) => {
-                            *hung_up = true;
+                            hung_up.store(true, Ordering::Relaxed);
                             break;
                         }
                         Ok(_) => continue,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(_) => {
-                            *hung_up = true;
+                            hung_up.store(true, Ordering::Relaxed);
                             break;
                         }
                     }

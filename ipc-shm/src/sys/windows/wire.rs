@@ -171,9 +171,9 @@ impl AsyncWire {
 
     /// The registered waits wake the task; here only the peer's death is
     /// reported (and sets `hung_up`).
-    pub(crate) fn poll_wait(&mut self, _joint: &Waker, hung_up: &mut bool) -> Poll<()> {
+    pub(crate) fn poll_wait(&self, _joint: &Waker, hung_up: &AtomicBool) -> Poll<()> {
         if self.shared.died.load(Ordering::Acquire) {
-            *hung_up = true;
+            hung_up.store(true, Ordering::Relaxed);
             return Poll::Ready(());
         }
         Poll::Pending
