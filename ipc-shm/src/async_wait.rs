@@ -38,6 +38,25 @@ pub(crate) struct Wakers {
 }
 
 impl Wakers {
+    fn slot(&self, task: Task) -> &Mutex<Option<Waker>> {
+        match task {
+            Task::Read => &self.read,
+            Task::Write => &self.write,
+        }
+    }
+
+    /// Wakes `task`, if it waits.
+    fn wake_task(&self, task: Task) {
+        let waker = self
+            .slot(task)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
     fn set(slot: &Mutex<Option<Waker>>, w: &Waker) {
         let mut g = slot.lock().unwrap_or_else(|e| e.into_inner());
         if !g.as_ref().is_some_and(|old| old.will_wake(w)) {
@@ -65,6 +84,15 @@ impl Wake for Wakers {
 pub(crate) enum Task {
     Read,
     Write,
+}
+
+impl Task {
+    fn other(self) -> Task {
+        match self {
+            Task::Read => Task::Write,
+            Task::Write => Task::Read,
+        }
+    }
 }
 
 /// What one connection's async tasks wait with: the doorbell as registered
@@ -156,18 +184,21 @@ impl AsyncWaits {
                     Spin::Again => return Poll::Pending,
                     Spin::Over => {}
                 }
-                let slot = match task {
-                    Task::Read => &self.wakers.read,
-                    Task::Write => &self.wakers.write,
-                };
-                Wakers::set(slot, cx.waker());
+                Wakers::set(self.wakers.slot(task), cx.waker());
                 bells.prepare_sleep(ASYNC_SLEEP);
                 prepared = true;
                 continue;
             }
             match self.wire.poll_wait(&self.joint, hung_up) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(()) => prepared = false,
+                Poll::Ready(()) => {
+                    // The doorbell rings for the side, not for a task: this
+                    // task may have taken a wake-up meant for the other one,
+                    // which the runtime woke only if it was waiting on the
+                    // socket just then. Wake it to look again.
+                    self.wakers.wake_task(task.other());
+                    prepared = false;
+                }
             }
         }
     }

@@ -52,25 +52,25 @@ const ANNOUNCE_MIN: usize = 256 << 10;
 /// ```
 #[derive(Debug)]
 pub struct ShmConnection {
-    tx: ShmSender,
-    rx: ShmReceiver,
+    pub(crate) tx: ShmSender,
+    pub(crate) rx: ShmReceiver,
 }
 
 /// The sending half of a [`ShmConnection`].
 #[derive(Debug)]
 pub struct ShmSender {
-    prod: Producer,
-    link: Arc<Link>,
-    max_message: usize,
+    pub(crate) prod: Producer,
+    pub(crate) link: Arc<Link>,
+    pub(crate) max_message: usize,
 }
 
 /// The receiving half of a [`ShmConnection`].
 #[derive(Debug)]
 pub struct ShmReceiver {
-    cons: Consumer,
-    asm: Assembly,
-    link: Arc<Link>,
-    max_message: usize,
+    pub(crate) cons: Consumer,
+    pub(crate) asm: Assembly,
+    pub(crate) link: Arc<Link>,
+    pub(crate) max_message: usize,
     peer: PeerInfo,
 }
 
@@ -403,7 +403,7 @@ impl ShmReceiver {
     /// The next record if it is a whole message (see
     /// [`Consumer::next_whole`]).
     #[inline]
-    fn next_whole(&mut self) -> Option<Record> {
+    pub(crate) fn next_whole(&mut self) -> Option<Record> {
         if self.asm.is_assembling() {
             return None;
         }
@@ -436,6 +436,13 @@ impl ShmReceiver {
             Some(rec) => Got::Borrowed(rec),
             None => self.recv_slow(None)?,
         };
+        self.take_into(got, buf);
+        Ok(())
+    }
+
+    /// Puts the message `got` into `buf` (replacing its contents): copies a
+    /// message in place and releases it, or swaps in a reassembled one.
+    pub(crate) fn take_into(&mut self, got: Got, buf: &mut Vec<u8>) {
         match got {
             Got::Borrowed(rec) => {
                 buf.clear();
@@ -450,7 +457,6 @@ impl ShmReceiver {
                 self.asm.give_back(old);
             }
         }
-        Ok(())
     }
 
     /// Receives a message if one is complete, without waiting.
@@ -474,7 +480,7 @@ impl ShmReceiver {
     }
 
     #[inline]
-    fn wrap(&mut self, got: Got) -> Message<'_> {
+    pub(crate) fn wrap(&mut self, got: Got) -> Message<'_> {
         match got {
             Got::Borrowed(rec) => Message {
                 inner: Inner::Borrowed { rx: self, rec },
@@ -501,7 +507,8 @@ impl Drop for ShmReceiver {
     }
 }
 
-enum Got {
+/// A message found in the ring: in place, or reassembled from pieces.
+pub(crate) enum Got {
     Borrowed(Record),
     Owned(Vec<u8>),
 }
@@ -515,7 +522,7 @@ enum Got {
 /// `moved` when it released anything (a piece, padding).
 #[inline]
 #[allow(clippy::too_many_arguments)]
-fn step(
+pub(crate) fn step(
     cons: &mut Consumer,
     asm: &mut Assembly,
     link: &Link,

@@ -54,6 +54,8 @@ mod sync;
 mod sys;
 
 #[cfg(not(loom))]
+mod async_messages;
+#[cfg(not(loom))]
 mod async_wait;
 mod bell;
 mod blocking;
@@ -63,6 +65,8 @@ mod options;
 #[cfg(not(loom))]
 mod transport;
 
+#[cfg(not(loom))]
+pub use async_messages::{AsyncShmConnection, AsyncShmReceiver, AsyncShmSender};
 pub use blocking::{Message, ShmConnection, ShmReceiver, ShmSender};
 #[cfg(not(loom))]
 pub use options::{ShmOptions, DEFAULT_LIVENESS_CHECK, DEFAULT_SPIN};

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use ipc_core::{Address, BoxTransport, Error, Listener, PeerInfo, Result, Transport};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::async_messages::AsyncShmConnection;
 use crate::async_wait::{AsyncWaits, Task};
 use crate::bell::Bells;
 use crate::blocking::ShmConnection;
@@ -22,8 +23,8 @@ use crate::link::{Link, WaitPolicy};
 use crate::options::ShmOptions;
 use crate::region::Region;
 use crate::ring::{Consumer, Producer};
-use crate::sys::{self, Conn};
 use crate::sync::Ordering;
+use crate::sys::{self, Conn};
 
 /// An established shared-memory connection as a byte-stream [`Transport`].
 ///
@@ -137,15 +138,17 @@ impl AsyncRead for ShmTransport {
                 // The closed flag first: what the peer published before
                 // closing is then visible to the read below.
                 let closed = hung_up.load(Ordering::Relaxed) || bells.peer_closed() != 0;
-                Ok(match rx.try_read_stream(buf.initialize_unfilled(), partial)? {
-                    Some(n) => {
-                        buf.advance(n);
-                        Some(true)
-                    }
-                    // The end of the stream: nothing read.
-                    None if closed => Some(false),
-                    None => None,
-                })
+                Ok(
+                    match rx.try_read_stream(buf.initialize_unfilled(), partial)? {
+                        Some(n) => {
+                            buf.advance(n);
+                            Some(true)
+                        }
+                        // The end of the stream: nothing read.
+                        None if closed => Some(false),
+                        None => None,
+                    },
+                )
             },
             |(rx, _, _)| rx.watch() || bells.peer_closed() != 0,
         );
@@ -249,6 +252,39 @@ fn blocking_connection(
         opts.max_message,
         peer,
     ))
+}
+
+/// The async message API over an established connection: the blocking
+/// API's halves, whose link rings the peer, and the waits of an async task.
+pub(crate) fn async_connection(
+    region: Arc<Region>,
+    side: usize,
+    conn: Conn,
+    peer: PeerInfo,
+    opts: &ShmOptions,
+) -> Result<AsyncShmConnection> {
+    let ((door, wire), waits) =
+        AsyncWaits::new(opts.async_spin, |joint| conn.into_async_messages(joint))?;
+    let link = Arc::new(Link {
+        // Parks as often as the async Transport, so it keeps the fences too.
+        bells: Bells::new(region.clone(), side, door, false),
+        wire,
+        // Only the blocking API's waits read the policy.
+        policy: WaitPolicy {
+            spin: std::time::Duration::ZERO,
+            liveness: opts.liveness,
+            busy_spin: std::time::Duration::ZERO,
+        },
+        hung_up: Default::default(),
+    });
+    let conn = ShmConnection::from_parts(
+        Producer::new(region.clone(), side),
+        Consumer::new(region, 1 - side),
+        link,
+        opts.max_message,
+        peer,
+    );
+    Ok(AsyncShmConnection::new(conn, waits))
 }
 
 impl ShmConnection {
@@ -395,6 +431,20 @@ impl ShmListener {
     pub async fn accept_connection(&mut self) -> Result<ShmConnection> {
         let (region, conn, peer) = self.accept_raw().await?;
         blocking_connection(region, SERVER, conn, peer, &self.opts)
+    }
+
+    /// Accepts the next client for the async message API.
+    ///
+    /// # Errors
+    ///
+    /// As [`accept_shm`](Self::accept_shm).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`accept_shm`](Self::accept_shm).
+    pub async fn accept_async_connection(&mut self) -> Result<AsyncShmConnection> {
+        let (region, conn, peer) = self.accept_raw().await?;
+        async_connection(region, SERVER, conn, peer, &self.opts)
     }
 
     /// The options this listener was bound with.

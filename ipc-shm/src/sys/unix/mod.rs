@@ -40,6 +40,22 @@ mod bootstrap {
             Ok((Door, AsyncWire::new(self.0)))
         }
 
+        /// For the async message API: the socket stays with the runtime for
+        /// waiting, and a duplicate of it sends the wake-ups.
+        pub(crate) fn into_async_messages(
+            self,
+            joint: &Waker,
+        ) -> Result<((Door, Wire), AsyncWire)> {
+            use std::os::fd::AsFd;
+            let dup = self
+                .0
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| Error::io("duplicating the bootstrap socket", e))?;
+            let (door, wire) = self.into_async(joint)?;
+            Ok(((door, Wire::new(dup)), wire))
+        }
+
         /// For a blocking connection: the socket leaves the runtime.
         pub(crate) fn into_blocking(self) -> Result<(Door, Wire)> {
             let std = self

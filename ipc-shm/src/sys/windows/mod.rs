@@ -50,6 +50,16 @@ mod bootstrap {
             Ok((self.0, wire))
         }
 
+        /// For the async message API: the waits registered for the task,
+        /// and the door (which sets the peer's event) for the wake-ups.
+        pub(crate) fn into_async_messages(
+            self,
+            joint: &Waker,
+        ) -> Result<((Door, Wire), AsyncWire)> {
+            let (door, wire) = self.into_async(joint)?;
+            Ok(((door, Wire::connected()), wire))
+        }
+
         /// For a blocking connection.
         pub(crate) fn into_blocking(self) -> Result<(Door, Wire)> {
             Ok((self.0, Wire::connected()))
