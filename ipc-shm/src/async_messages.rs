@@ -57,12 +57,14 @@ use crate::sys;
 /// let mut listener = ShmListener::bind(&addr)?;
 /// tokio::spawn(async move {
 ///     let mut conn = listener.accept_async_connection().await?;
-///     while let Ok(msg) = conn.recv().await {
-///         let reply = msg.to_vec(); // the message borrows the ring
-///         drop(msg);
+///     loop {
+///         // A message borrows the ring (and the connection) until dropped.
+///         let reply = match conn.recv().await {
+///             Ok(msg) => msg.to_vec(),
+///             Err(_) => return Ok::<_, ipc_core::Error>(()),
+///         };
 ///         conn.send(&reply).await?;
 ///     }
-///     Ok::<_, ipc_core::Error>(())
 /// });
 /// let mut conn = AsyncShmConnection::connect(&addr, &ShmOptions::new()).await?;
 /// conn.send(b"ping").await?;

@@ -16,6 +16,10 @@
 //!   ([`Message`] borrows the ring until dropped), blocking calls that spin
 //!   for [`ShmOptions::spin`] and then sleep (a futex on Linux, an event on
 //!   Windows), for the lowest latency without a runtime.
+//! - [`AsyncShmConnection`] is the same message API for async code: its
+//!   calls wait as tasks, on the socket (on Windows, the event) registered
+//!   with the runtime, so an idle connection takes no thread. Either end of
+//!   a connection may use either form.
 //!
 //! The peer is untrusted: every index and length read from shared memory is
 //! checked before use, and a broken ring is [`Error::Corrupt`](ipc_core::Error::Corrupt).
