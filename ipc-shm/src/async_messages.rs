@@ -14,7 +14,9 @@ use ipc_core::{Address, Error, PeerInfo, Result};
 use crate::async_wait::{AsyncWaits, Task};
 use crate::blocking::{step, Got, Message, ShmConnection, ShmReceiver, ShmSender};
 use crate::layout::{CLIENT, CLOSED_GONE};
+use crate::link::Link;
 use crate::options::ShmOptions;
+use crate::ring::Producer;
 use crate::sys;
 
 /// A shared-memory connection carrying whole messages, for async code.
@@ -249,20 +251,13 @@ impl AsyncShmSender {
         msg: &[u8],
         sent: &mut usize,
     ) -> Poll<Result<()>> {
-        let ShmSender { prod, link, .. } = &mut self.inner;
-        let link = &**link;
         let in_pieces = &mut self.in_pieces;
-        self.waits.poll_until(
-            cx,
-            Task::Write,
-            &link.bells,
-            &link.hung_up,
+        poll_write(
+            &mut self.inner,
+            &self.waits,
             &mut self.spin,
-            prod,
-            |prod| {
-                if link.gone() || link.bells.peer_closed() & CLOSED_GONE != 0 {
-                    return Err(Error::Disconnected);
-                }
+            cx,
+            |prod, link| {
                 let before = *sent;
                 let done = prod.try_send_message(msg, sent)?;
                 if *sent != before || done {
@@ -271,7 +266,6 @@ impl AsyncShmSender {
                 *in_pieces = *sent > 0 && !done;
                 Ok(done.then_some(()))
             },
-            |prod| prod.tail_moved().unwrap_or(true) || link.bells.peer_closed() & CLOSED_GONE != 0,
         )
     }
 
@@ -315,22 +309,12 @@ impl AsyncShmSender {
     /// Waits until a record of `len` bytes fits (reserving it, padding
     /// first if need be; [`Self::send_with`] then takes the same room).
     fn poll_room(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<Result<()>> {
-        let ShmSender { prod, link, .. } = &mut self.inner;
-        let link = &**link;
-        self.waits.poll_until(
-            cx,
-            Task::Write,
-            &link.bells,
-            &link.hung_up,
+        poll_write(
+            &mut self.inner,
+            &self.waits,
             &mut self.spin,
-            prod,
-            |prod| {
-                if link.gone() || link.bells.peer_closed() & CLOSED_GONE != 0 {
-                    return Err(Error::Disconnected);
-                }
-                Ok(prod.try_reserve_in_place(len)?.map(|_| ()))
-            },
-            |prod| prod.tail_moved().unwrap_or(true) || link.bells.peer_closed() & CLOSED_GONE != 0,
+            cx,
+            |prod, _| Ok(prod.try_reserve_in_place(len)?.map(|_| ())),
         )
     }
 
@@ -345,6 +329,34 @@ impl AsyncShmSender {
     pub fn close(&mut self) {
         self.inner.close();
     }
+}
+
+/// Waits as the writing task of a connection (spinning since `*spin`) until
+/// `attempt` returns a value; [`Error::Disconnected`] once the peer is gone.
+fn poll_write<T>(
+    inner: &mut ShmSender,
+    waits: &AsyncWaits,
+    spin: &mut Option<Instant>,
+    cx: &mut Context<'_>,
+    mut attempt: impl FnMut(&mut Producer, &Link) -> Result<Option<T>>,
+) -> Poll<Result<T>> {
+    let ShmSender { prod, link, .. } = inner;
+    let link = &**link;
+    waits.poll_until(
+        cx,
+        Task::Write,
+        &link.bells,
+        &link.hung_up,
+        spin,
+        prod,
+        |prod| {
+            if link.gone() || link.bells.peer_closed() & CLOSED_GONE != 0 {
+                return Err(Error::Disconnected);
+            }
+            attempt(prod, link)
+        },
+        |prod| prod.tail_moved().unwrap_or(true) || link.bells.peer_closed() & CLOSED_GONE != 0,
+    )
 }
 
 impl AsyncShmReceiver {

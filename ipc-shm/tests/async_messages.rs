@@ -12,13 +12,10 @@ use std::time::{Duration, Instant};
 
 use ipc_core::{Address, Error};
 use ipc_shm::{AsyncShmConnection, ShmConnection, ShmListener, ShmOptions};
-use ipc_testkit::{spawn, test_binary, ChildGuard};
+use ipc_testkit::ChildGuard;
 
 mod util;
-use util::temp_addr;
-
-const ROLE: &str = "IPC_SHM_ROLE";
-const ADDR: &str = "IPC_SHM_ADDR";
+use util::{temp_addr, ADDR, ROLE};
 
 /// Small rings, so that a good share of the messages go in pieces.
 const RING: usize = 64 * 1024;
@@ -37,13 +34,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn spawn_child(role: &str, addr: &Address) -> ChildGuard {
-    let mut cmd = test_binary("child_entry");
-    cmd.env(ROLE, role)
-        .env(ADDR, addr.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    ChildGuard(spawn(&mut cmd))
+    util::spawn_child(role, addr, Stdio::null())
 }
 
 /// Message `i`: 1 B to 1 MiB (one in fifty larger than half the ring, so

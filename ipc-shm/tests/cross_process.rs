@@ -18,13 +18,10 @@ use ipc_core::AuthPolicy;
 use ipc_core::{Address, Error};
 use ipc_shm::layout::{Control, CLIENT, DATA_OFFSET, SERVER};
 use ipc_shm::{ShmConnection, ShmListener, ShmOptions, ShmTransport};
-use ipc_testkit::{spawn, test_binary, ChildGuard};
+use ipc_testkit::ChildGuard;
 
 mod util;
-use util::temp_addr;
-
-const ROLE: &str = "IPC_SHM_ROLE";
-const ADDR: &str = "IPC_SHM_ADDR";
+use util::{temp_addr, ADDR, ROLE};
 
 // ---------------------------------------------------------------- helpers
 
@@ -62,13 +59,7 @@ fn within<T: Send + 'static>(
 }
 
 fn spawn_child(role: &str, addr: &Address) -> ChildGuard {
-    let mut cmd = test_binary("child_entry");
-    cmd.env(ROLE, role)
-        .env(ADDR, addr.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    ChildGuard(spawn(&mut cmd))
+    util::spawn_child(role, addr, Stdio::piped())
 }
 
 /// Reads the child's stdout until a line starting with `prefix`.

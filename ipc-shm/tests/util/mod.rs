@@ -1,8 +1,29 @@
 //! Helpers shared by the integration tests.
 
 use std::path::Path;
+use std::process::Stdio;
 
 use ipc_core::Address;
+use ipc_testkit::{spawn, test_binary, ChildGuard};
+
+/// The environment variable that tells a test binary re-run as a child
+/// which role to play (its `child_entry` test reads it).
+pub const ROLE: &str = "IPC_SHM_ROLE";
+/// The environment variable with the address the child connects to.
+pub const ADDR: &str = "IPC_SHM_ADDR";
+
+/// Re-runs this test binary's `child_entry` test as a child in `role`
+/// against `addr`, its stdin piped and its stdout as given.
+#[allow(dead_code)]
+pub fn spawn_child(role: &str, addr: &Address, stdout: Stdio) -> ChildGuard {
+    let mut cmd = test_binary("child_entry");
+    cmd.env(ROLE, role)
+        .env(ADDR, addr.to_string())
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .stderr(Stdio::inherit());
+    ChildGuard(spawn(&mut cmd))
+}
 
 /// A fresh `shm:` address: a socket in `dir` on Unix, a pipe name unique to
 /// this process on Windows (pipes live in a namespace of their own).
