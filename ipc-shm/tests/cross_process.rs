@@ -747,10 +747,10 @@ fn no_wake_up_is_lost_between_processes() {
     });
 }
 
-/// What must hold 4: idle connections (a blocking receiver and an async
-/// reader, both waiting) use no CPU after the spin period. Measured in a
-/// child process of its own, so other tests running in this one do not
-/// count.
+/// What must hold 4: idle connections (a blocking receiver, an async
+/// reader and an async message receiver, all waiting) use no CPU after the
+/// spin period. Measured in a child process of its own, so other tests
+/// running in this one do not count.
 #[test]
 fn idle_connection_uses_no_cpu() {
     let used = within(Duration::from_secs(60), "idle", || {
@@ -797,53 +797,56 @@ fn recv_timeout_from_an_idle_peer_times_out_and_sees_it_leave() {
 
 /// The measuring side of [`idle_connection_uses_no_cpu`].
 fn idle_host(base: &Address) {
-    let (addr, addr2) = two_addresses(base);
+    let [addr, addr2, addr3] = three_addresses(base);
     let rt = rt();
-    let mut listener = rt
-        .block_on(async { ShmListener::bind_with(&addr, opts()) })
-        .unwrap();
-    let mut listener2 = rt
-        .block_on(async { ShmListener::bind_with(&addr2, opts()) })
-        .unwrap();
-    let mut child = spawn_child("idle", &addr);
-    let mut child2 = spawn_child("idle", &addr2);
-    let mut conn = rt.block_on(listener.accept_connection()).unwrap();
-    let mut t = rt.block_on(listener2.accept_shm()).unwrap();
-    wait_line(&mut child, "CONNECTED");
-    wait_line(&mut child2, "CONNECTED");
+    let mut listeners = [&addr, &addr2, &addr3].map(|a| {
+        rt.block_on(async { ShmListener::bind_with(a, opts()) })
+            .unwrap()
+    });
+    let mut children = [&addr, &addr2, &addr3].map(|a| spawn_child("idle", a));
+    let mut conn = rt.block_on(listeners[0].accept_connection()).unwrap();
+    let mut t = rt.block_on(listeners[1].accept_shm()).unwrap();
+    let mut messages = rt.block_on(listeners[2].accept_async_connection()).unwrap();
+    for child in &mut children {
+        wait_line(child, "CONNECTED");
+    }
     let blocked = std::thread::spawn(move || conn.recv().map(|m| m.len()));
     let pending = rt.spawn(async move {
         use tokio::io::AsyncReadExt;
         let mut b = [0u8; 16];
         t.read(&mut b).await
     });
+    let pending_message = rt.spawn(async move { messages.recv().await.map(|m| m.len()) });
     std::thread::sleep(Duration::from_millis(200)); // past every spin period
     let before = cpu_time();
     std::thread::sleep(Duration::from_secs(1));
     let used = cpu_time() - before;
     println!("CPU {}", used.as_micros());
     // Closing the children's stdin ends them; the waiters see it.
-    drop(child.0.stdin.take());
-    drop(child2.0.stdin.take());
+    for child in &mut children {
+        drop(child.0.stdin.take());
+    }
     assert!(matches!(blocked.join().unwrap(), Err(Error::Disconnected)));
     assert_eq!(rt.block_on(pending).unwrap().unwrap(), 0);
+    let r = rt.block_on(pending_message).unwrap();
+    assert!(matches!(r, Err(Error::Disconnected)), "{r:?}");
 }
 
-/// Two more addresses next to `base`.
+/// Three more addresses next to `base`.
 #[cfg(unix)]
-fn two_addresses(base: &Address) -> (Address, Address) {
+fn three_addresses(base: &Address) -> [Address; 3] {
     let Address::Shm(p) = base else { panic!() };
     let dir = Path::new(p).parent().unwrap();
-    std::fs::create_dir_all(dir.join("a")).unwrap();
-    std::fs::create_dir_all(dir.join("b")).unwrap();
-    (temp_addr(&dir.join("a")), temp_addr(&dir.join("b")))
+    ["a", "b", "c"].map(|x| {
+        std::fs::create_dir_all(dir.join(x)).unwrap();
+        temp_addr(&dir.join(x))
+    })
 }
 
 #[cfg(windows)]
-fn two_addresses(base: &Address) -> (Address, Address) {
+fn three_addresses(base: &Address) -> [Address; 3] {
     let Address::Shm(p) = base else { panic!() };
-    let at = |x: &str| format!("shm:{p}-{x}").parse().unwrap();
-    (at("a"), at("b"))
+    ["a", "b", "c"].map(|x| format!("shm:{p}-{x}").parse().unwrap())
 }
 
 /// What must hold 5: another user cannot obtain the mapping. With the
