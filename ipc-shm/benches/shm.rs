@@ -3,7 +3,7 @@
 //!
 //! `cargo bench -p ipc-shm --bench shm` (add `-- --quick` for a short run,
 //! `-- --rounds N` to repeat every measurement N times, interleaved, and
-//! report medians (default 5), `-- --only floor,blocking,async,unix,iceoryx2,throughput`
+//! report medians (default 5), `-- --only floor,blocking,async,async-messages,unix,iceoryx2,throughput`
 //! to run a part, `-- --ring BYTES` for the ring capacity of the throughput
 //! runs and the bare ring, the crate's default of 8 MiB unless given). The binary re-runs
 //! itself as the peer process (`IPC_SHM_BENCH_ROLE`). Both processes pin

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use ipc_core::Address;
-use ipc_shm::{ShmConnection, ShmListener, ShmOptions, ShmTransport};
+use ipc_shm::{AsyncShmConnection, ShmConnection, ShmListener, ShmOptions, ShmTransport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ROLE: &str = "IPC_SHM_BENCH_ROLE";
@@ -19,7 +19,7 @@ const SPIN: Duration = Duration::from_micros(50);
 
 /// What to run: `--quick` (fewer samples, one round), `--rounds N` (each
 /// measurement repeated N times, interleaved; the medians are reported),
-/// `--only floor,blocking,async,unix,iceoryx2,throughput`, `--ring BYTES`
+/// `--only floor,blocking,async,async-messages,unix,iceoryx2,throughput`, `--ring BYTES`
 /// (ring capacity of ipc-shm and of the bare ring in the throughput runs;
 /// default: the crate's default, 8 MiB), or
 /// `--single blocking|async N` (see [`single_process`]).
@@ -140,12 +140,17 @@ pub fn main() {
         machine(),
         load()
     );
-    let latency: [(&str, &str, LatencyRun); 5] = [
+    let latency: [(&str, &str, LatencyRun); 6] = [
         ("floor", "raw busy-spin on two atomics (floor)", |n, _| {
             floor(n)
         }),
         ("blocking", "ipc-shm blocking message API", blocking_rtt),
         ("async", "ipc-shm async Transport, spin on", async_rtt),
+        (
+            "async-messages",
+            "ipc-shm async message API, spin on",
+            async_messages_rtt,
+        ),
         ("unix", "Unix socket backend (ipc-unix, async)", |n, d| {
             unix_rtt(n / 10, d)
         }),
@@ -223,6 +228,12 @@ pub fn main() {
         for (a, b, what, target) in [
             ("blocking", "floor", "blocking API / floor", "<= 2x"),
             ("async", "floor", "async Transport / floor", "<= 10x"),
+            (
+                "async-messages",
+                "floor",
+                "async message API / floor",
+                "<= 10x",
+            ),
             ("iceoryx2", "blocking", "iceoryx2 / blocking API", ">= 4x"),
             ("unix", "blocking", "Unix socket / blocking API", ">= 10x"),
         ] {
@@ -495,6 +506,30 @@ fn async_rtt(n: usize, dir: &std::path::Path) -> Histogram<u64> {
             let t0 = Instant::now();
             t.write_all(&buf).await.unwrap();
             t.read_exact(&mut buf).await.unwrap();
+            if i >= n / 10 {
+                record(&mut h, t0.elapsed());
+            }
+        }
+        h
+    })
+}
+
+fn async_messages_rtt(n: usize, dir: &std::path::Path) -> Histogram<u64> {
+    let addr = shm_addr(dir, "async-messages.sock");
+    let rt = runtime();
+    rt.block_on(async {
+        let opts = ShmOptions::new().async_spin(SPIN);
+        let mut listener = ShmListener::bind_with(&addr, opts).unwrap();
+        let _peer = spawn("async-messages-echo", &addr.to_string());
+        let mut conn = listener.accept_async_connection().await.unwrap();
+        let msg = [7u8; MSG];
+        let mut h = hist();
+        for i in 0..n + n / 10 {
+            let t0 = Instant::now();
+            conn.send(&msg).await.unwrap();
+            let r = conn.recv().await.unwrap();
+            debug_assert_eq!(r.len(), MSG);
+            drop(r);
             if i >= n / 10 {
                 record(&mut h, t0.elapsed());
             }
@@ -906,6 +941,23 @@ fn child(role: &str, arg: &str) {
                 let mut buf = [0u8; MSG];
                 while t.read_exact(&mut buf).await.is_ok() {
                     if t.write_all(&buf).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        "async-messages-echo" => {
+            let addr: Address = arg.parse().unwrap();
+            runtime().block_on(async {
+                let opts = ShmOptions::new().async_spin(SPIN);
+                let mut c = AsyncShmConnection::connect(&addr, &opts).await.unwrap();
+                let mut buf = [0u8; MSG];
+                loop {
+                    let n = match c.recv().await {
+                        Ok(m) => m.copy_to(&mut buf),
+                        Err(_) => return,
+                    };
+                    if c.send(&buf[..n]).await.is_err() {
                         return;
                     }
                 }
