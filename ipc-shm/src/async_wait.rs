@@ -154,6 +154,7 @@ impl AsyncWaits {
     /// `hung_up` and ends the sleep; `attempt` must then end the wait (with
     /// what is left, or an error).
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub(crate) fn poll_until<S, T>(
         &self,
         cx: &mut Context<'_>,
@@ -212,6 +213,7 @@ impl AsyncWaits {
     /// task of this process (a reply queued for another task to write, a
     /// caller about to send its next request): it runs before the next
     /// slice instead of after the whole spin.
+    #[inline]
     fn spin(
         &self,
         since: &mut Option<Instant>,

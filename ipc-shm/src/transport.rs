@@ -118,6 +118,21 @@ impl AsyncRead for ShmTransport {
         if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
+        // The common case: bytes waiting, read without the machinery of a
+        // wait (`poll_until` below, which looks again first).
+        match this
+            .rx
+            .try_read_stream(buf.initialize_unfilled(), &mut this.partial)
+        {
+            Ok(Some(n)) => {
+                this.read_spin = None;
+                buf.advance(n);
+                this.notify();
+                return Poll::Ready(Ok(()));
+            }
+            Err(e) => return Poll::Ready(Err(e.into())),
+            Ok(None) => {}
+        }
         let ShmTransport {
             rx,
             partial,
@@ -171,6 +186,18 @@ impl AsyncWrite for ShmTransport {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        // The common case: room in the ring (as in `poll_read`).
+        if !this.hung_up.load(Ordering::Relaxed) && this.bells.peer_closed() & CLOSED_GONE == 0 {
+            match this.tx.try_write_stream(buf) {
+                Ok(Some(n)) => {
+                    this.write_spin = None;
+                    this.notify();
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) => return Poll::Ready(Err(e.into())),
+                Ok(None) => {}
+            }
+        }
         let ShmTransport {
             tx,
             bells,
