@@ -611,6 +611,55 @@ fn random_garbage_is_an_error_not_a_crash() {
     }
 }
 
+/// As [`hostile_case`], the server on the async message API.
+fn hostile_case_async(role: &'static str, server_sends: bool) -> Error {
+    within(Duration::from_secs(60), role, move || {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = temp_addr(dir.path());
+        let rt = rt();
+        rt.block_on(async {
+            let opts = ShmOptions::new().ring_capacity(4096);
+            let mut listener = ShmListener::bind_with(&addr, opts).unwrap();
+            let mut child = spawn_child(role, &addr);
+            let mut conn = listener.accept_async_connection().await.unwrap();
+            wait_line(&mut child, "SCRIBBLED");
+            loop {
+                if server_sends {
+                    if let Err(e) = conn.send(&[1u8; 1000]).await {
+                        return e;
+                    }
+                } else if let Err(e) = conn.recv().await.map(|m| m.len()) {
+                    return e;
+                }
+            }
+        })
+    })
+}
+
+/// What must hold 2, for the async message API: the same garbage is an
+/// error for a task that waits, never a panic or a hang.
+#[test]
+fn the_async_message_api_reports_a_hostile_peer() {
+    for (role, server_sends) in [
+        ("hostile-head", false),
+        ("hostile-record", false),
+        ("hostile-tail", true),
+    ] {
+        let e = hostile_case_async(role, server_sends);
+        assert!(matches!(e, Error::Corrupt(_)), "{role}: {e}");
+    }
+    for server_sends in [false, true] {
+        let e = hostile_case_async("hostile-random", server_sends);
+        assert!(
+            matches!(
+                e,
+                Error::Corrupt(_) | Error::FrameTooLarge { .. } | Error::Disconnected
+            ),
+            "{e}"
+        );
+    }
+}
+
 /// How soon a killed peer must be noticed: 100 ms (the goal) on Linux. On
 /// Windows the peer's process handle wakes the waiter at once; the bound is
 /// a generous "does not hang" deadline, because under Wine a process's end
