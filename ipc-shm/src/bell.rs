@@ -46,7 +46,7 @@ use std::time::Duration;
 
 use std::sync::atomic::{compiler_fence, AtomicBool};
 
-use crate::layout::{Bell, BARRIER_ON_SLEEP, CLOSED_GONE, WAIT_FUTEX, WAIT_SOCKET};
+use crate::layout::{Bell, BARRIER_ON_SLEEP, CLOSED_GONE, EARLY_WAKE, WAIT_FUTEX, WAIT_SOCKET};
 use crate::region::Region;
 use crate::sync::{fence, Ordering};
 use crate::sys::door::Door;
@@ -77,15 +77,22 @@ unsafe impl Send for Bells {}
 unsafe impl Sync for Bells {}
 
 impl Bells {
-    /// Side `me`'s bells. `barrier`: this side sleeps rarely enough to pay
-    /// for a process-wide barrier each time, where the platform has them
-    /// (see the module docs).
-    pub(crate) fn new(region: Arc<Region>, me: usize, door: Door, barrier: bool) -> Bells {
+    /// Side `me`'s bells. `spins`: this side is a blocking one that spins
+    /// before it sleeps, so it sleeps rarely enough to pay for a
+    /// process-wide barrier each time, where the platform has them (see the
+    /// module docs), and it spins on for an announced message (so the peer
+    /// wakes it early, [`Bell::early_wake`]).
+    pub(crate) fn new(region: Arc<Region>, me: usize, door: Door, spins: bool) -> Bells {
         let bells = &region.ctl().bells;
         let mine = NonNull::from(&bells[me].0);
         let peer = NonNull::from(&bells[1 - me].0);
+        if spins {
+            // Before this side first sleeps; a hint the peer may read at any
+            // time (reading 0, it rings only once a message is in).
+            bells[me].0.early_wake.store(EARLY_WAKE, Ordering::Relaxed);
+        }
         let registered = Door::register_barrier();
-        let barrier_on_sleep = registered && barrier;
+        let barrier_on_sleep = registered && spins;
         if barrier_on_sleep {
             // Before this side first sleeps. The peer may read it at any
             // time: a peer that reads 0 keeps its fence, which is always
@@ -247,6 +254,13 @@ impl Bells {
     pub(crate) fn announce_writing(&self, end: u64) {
         // A hint only: the peer reads the message through its header word.
         self.mine().writing.store(end, Ordering::Relaxed);
+    }
+
+    /// Whether the peer spins on for an announced message, so that waking
+    /// it when the message is announced pays (see [`Bell::early_wake`]).
+    #[inline]
+    pub(crate) fn peer_wakes_early(&self) -> bool {
+        self.peer().early_wake.load(Ordering::Relaxed) == EARLY_WAKE
     }
 
     /// Whether the peer has announced a message that its ring has not

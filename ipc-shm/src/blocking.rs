@@ -15,11 +15,11 @@ use crate::link::Link;
 use crate::ring::{Assembly, Consumer, Producer, Record, Recv};
 
 /// Messages from this size on are announced to the receiver before they are
-/// copied in ([`crate::layout::Bell::writing`]), and a receiver asleep is
-/// woken then rather than once the message is in. 256 KiB take 10-25 us to
-/// copy, about as long as a wake-up takes; for smaller messages the early
-/// wake-up of a receiver that does not spin (an async one) would be one
-/// wake-up too many.
+/// copied in ([`crate::layout::Bell::writing`]), and a receiver asleep that
+/// spins for them ([`crate::layout::Bell::early_wake`]) is woken then rather
+/// than once the message is in. 256 KiB take 10-25 us to copy, about as long
+/// as a wake-up takes: for smaller messages the wake-up would not overlap
+/// the copy.
 const ANNOUNCE_MIN: usize = 256 << 10;
 
 /// A shared-memory connection carrying whole messages.
@@ -254,12 +254,15 @@ impl ShmSender {
     /// [`Link::wait_until`]).
     #[cold]
     fn announce(&self, len: usize) {
-        self.link
-            .bells
-            .announce_writing(self.prod.position() + len as u64);
-        // A receiver asleep wakes while we copy, sees the announcement and
-        // spins until the message is in.
-        self.link.notify();
+        let bells = &self.link.bells;
+        bells.announce_writing(self.prod.position() + len as u64);
+        // A receiver asleep that spins for announced messages wakes while
+        // we copy, sees the announcement and spins until the message is in.
+        // Another (async, or not spinning) would only find nothing and
+        // sleep again: it is rung once the message is in.
+        if bells.peer_wakes_early() {
+            self.link.notify();
+        }
     }
 
     /// Sends a message that does not fit at once: refreshes the view of the
@@ -1241,6 +1244,46 @@ mod tests {
         assert!(
             spent > COPY / 10,
             "the receiver used {spent:?} of CPU while the message was copied in for {COPY:?}: it slept"
+        );
+    }
+
+    /// A receiver that does not spin would wake to the announcement, find
+    /// nothing and sleep again: it is rung once the message is in, not
+    /// before.
+    #[test]
+    #[cfg_attr(miri, ignore = "sleeps for a fraction of a second of real time")]
+    fn a_receiver_that_does_not_spin_is_not_rung_early() {
+        let hour = Duration::from_secs(3600);
+        let spins = [Duration::from_millis(1), Duration::ZERO];
+        let (mut a, mut b) = heap_pair_busy(1 << 20, spins, hour, hour);
+        let t = std::thread::spawn(move || {
+            let n = b.recv().unwrap().len();
+            (n, b)
+        });
+        let link = a.tx.link.clone();
+        let receiver = || link.bells.peer();
+        let asleep_by = std::time::Instant::now() + Duration::from_secs(30);
+        while receiver().waiting.load(Ordering::Acquire) == 0 {
+            assert!(
+                std::time::Instant::now() < asleep_by,
+                "the receiver never slept"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let rung = a
+            .send_with(ANNOUNCE_MIN, |buf| {
+                std::thread::sleep(Duration::from_millis(50));
+                buf.fill(9);
+                receiver().seq.load(Ordering::Acquire)
+            })
+            .unwrap();
+        let (n, _b) = t.join().unwrap();
+        assert_eq!(n, ANNOUNCE_MIN);
+        assert_eq!(rung, 0, "the receiver was rung before the message was in");
+        assert_eq!(
+            receiver().seq.load(Ordering::Acquire),
+            1,
+            "rung once, when the message was in"
         );
     }
 

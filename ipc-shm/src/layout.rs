@@ -95,6 +95,13 @@ pub struct Bell {
     /// keeps spinning for a while rather than sleep while its tail is below
     /// it; never used as an index. 0 until the first large message.
     pub writing: AtomicU64,
+    /// [`EARLY_WAKE`] when this side, woken while the other copies in an
+    /// announced message ([`Self::writing`]), spins on until the message is
+    /// in: the other side then rings it when it announces the message, not
+    /// only once the message is in. 0 (an async side, or a blocking one that
+    /// does not spin): a wake-up before the message is in would only be one
+    /// too many. Set before this side first sleeps, never changed after.
+    pub early_wake: AtomicU32,
     /// The futex, modelled for loom.
     #[cfg(loom)]
     pub park: (loom::sync::Mutex<()>, loom::sync::Condvar),
@@ -108,6 +115,9 @@ pub const WAIT_SOCKET: u32 = 2;
 /// This side makes a process-wide memory barrier when it announces a sleep
 /// (see [`Bell::barrier`]).
 pub const BARRIER_ON_SLEEP: u32 = 1;
+
+/// This side spins on for an announced message (see [`Bell::early_wake`]).
+pub const EARLY_WAKE: u32 = 1;
 
 /// This side has shut down its sending half.
 pub const CLOSED_WRITE: u32 = 1;
@@ -218,6 +228,7 @@ impl Control {
                 closed: AtomicU32::new(0),
                 barrier: AtomicU32::new(0),
                 writing: AtomicU64::new(0),
+                early_wake: AtomicU32::new(0),
                 park: (loom::sync::Mutex::new(()), loom::sync::Condvar::new()),
             })
         }
