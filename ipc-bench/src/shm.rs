@@ -1,17 +1,18 @@
 //! This workspace's shared-memory transport (`ipc-shm`): the blocking
-//! message API (spin, then futex or event), the async byte-stream transport,
-//! and JSON-RPC's `Server` and `Client` over it, on Unix and Windows.
+//! message API (spin, then futex or event), the async message API, the async
+//! byte-stream transport, and JSON-RPC's `Server` and `Client` over it, on
+//! Unix and Windows.
 
 use std::io;
 use std::path::Path;
 use std::time::Duration;
 
 use ipc_core::Address;
-use ipc_shm::{ShmConnection, ShmListener, ShmOptions, ShmTransport};
+use ipc_shm::{AsyncShmConnection, ShmConnection, ShmListener, ShmOptions, ShmTransport};
 
 use crate::mech::{current_thread, AsyncSession, Group, Mechanism, ServeCtx, ServerKind};
 use crate::mech::{Session, SyncSession};
-use crate::proto::{self, MsgSync, MAX_MSG};
+use crate::proto::{self, MsgAsync, MsgSync, MAX_MSG};
 use crate::rpc::{self, RpcSession};
 use crate::streams::Framed4;
 
@@ -47,6 +48,22 @@ pub fn mechanisms() -> Vec<Mechanism> {
             connect: |ctx| {
                 let c = ShmConnection::connect(&addr(&ctx.endpoint), &options(None))?;
                 Ok(Box::new(SyncSession(ShmMsg(c))))
+            },
+        },
+        Mechanism {
+            name: "ipc-shm-async-messages",
+            group: Group::Ours,
+            baseline: "spin-shm",
+            about: "ipc_shm::AsyncShmConnection, the async message API (no spin), \
+                    current-thread runtime on both sides",
+            server: ServerKind::Child,
+            serve: serve_async_messages,
+            connect: |ctx| {
+                AsyncSession::connect(|| async move {
+                    let c =
+                        AsyncShmConnection::connect(&addr(&ctx.endpoint), &options(None)).await?;
+                    Ok(ShmAsyncMsg(c))
+                })
             },
         },
         Mechanism {
@@ -147,6 +164,39 @@ impl MsgSync for ShmMsg {
         m.copy_to(buf);
         Ok(())
     }
+}
+
+/// The async message API as a benchmark channel.
+struct ShmAsyncMsg(AsyncShmConnection);
+
+impl MsgAsync for ShmAsyncMsg {
+    async fn send(&mut self, msg: &[u8]) -> io::Result<()> {
+        Ok(self.0.send(msg).await?)
+    }
+    async fn recv(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        let m = self.0.recv().await?;
+        if m.len() != buf.len() {
+            return Err(proto::bad(format!(
+                "expected a {}-byte message, got {} bytes",
+                buf.len(),
+                m.len()
+            )));
+        }
+        m.copy_to(buf);
+        Ok(())
+    }
+}
+
+fn serve_async_messages(ctx: &ServeCtx) -> anyhow::Result<()> {
+    let rt = current_thread()?;
+    rt.block_on(async {
+        let mut listener = ShmListener::bind_with(&addr(&ctx.endpoint), options(None))?;
+        ctx.ready("")?;
+        loop {
+            let c = listener.accept_async_connection().await?;
+            tokio::spawn(async move { proto::serve_async(&mut ShmAsyncMsg(c)).await });
+        }
+    })
 }
 
 fn serve_blocking(ctx: &ServeCtx) -> anyhow::Result<()> {

@@ -129,7 +129,12 @@ fn json_rpc_runs_over_the_local_stream_for_ours_and_the_peers() {
 #[test]
 fn shared_memory_runs_across_processes_against_the_spin_mapping() {
     let dir = tempfile::tempdir().unwrap();
-    let names = ["spin-shm", "ipc-shm", "ipc-shm-async"];
+    let names = [
+        "spin-shm",
+        "ipc-shm",
+        "ipc-shm-async",
+        "ipc-shm-async-messages",
+    ];
     let (out, run) = bench(
         &[
             "--mechanism",
