@@ -22,7 +22,7 @@ const SPIN: Duration = Duration::from_micros(50);
 /// `--only floor,blocking,async,async-messages,unix,iceoryx2,throughput`, `--ring BYTES`
 /// (ring capacity of ipc-shm and of the bare ring in the throughput runs;
 /// default: the crate's default, 8 MiB), or
-/// `--single blocking|async N` (see [`single_process`]).
+/// `--single blocking|async|async-messages N` (see [`single_process`]).
 struct Args {
     quick: bool,
     rounds: usize,
@@ -1051,6 +1051,7 @@ fn child(role: &str, arg: &str) {
 /// (`valgrind --tool=callgrind ... -- --single blocking 20000`, minus a run
 /// with fewer round trips).
 fn single_process(api: &str, n: usize) {
+    use std::future::Future;
     use std::pin::Pin;
     use std::task::{Context, Poll, Waker};
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -1099,6 +1100,31 @@ fn single_process(api: &str, n: usize) {
                 assert_eq!(rb.filled().len(), MSG);
             }
         }
-        other => panic!("--single blocking|async N, not {other}"),
+        "async-messages" => {
+            let (mut server, mut client) = rt.block_on(async {
+                let mut listener = ShmListener::bind(&addr).unwrap();
+                let client = AsyncShmConnection::connect(&addr, &ShmOptions::new())
+                    .await
+                    .unwrap();
+                (listener.accept_async_connection().await.unwrap(), client)
+            });
+            let mut cx = Context::from_waker(Waker::noop());
+            for _ in 0..n {
+                let sent = std::pin::pin!(client.send(&msg)).poll(&mut cx);
+                assert!(matches!(sent, Poll::Ready(Ok(()))));
+                let Poll::Ready(Ok(m)) = std::pin::pin!(server.recv()).poll(&mut cx) else {
+                    panic!("no message at once");
+                };
+                buf.copy_from_slice(&m);
+                drop(m);
+                let sent = std::pin::pin!(server.send(&buf)).poll(&mut cx);
+                assert!(matches!(sent, Poll::Ready(Ok(()))));
+                let Poll::Ready(Ok(m)) = std::pin::pin!(client.recv()).poll(&mut cx) else {
+                    panic!("no reply at once");
+                };
+                std::hint::black_box(m.len());
+            }
+        }
+        other => panic!("--single blocking|async|async-messages N, not {other}"),
     }
 }
