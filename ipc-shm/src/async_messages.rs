@@ -294,11 +294,11 @@ impl AsyncShmSender {
             poll_fn(|cx| self.poll_room(cx, len)).await?;
         };
         // A peer that breaks the protocol can write these bytes while `fill`
-        // runs; they are plain bytes that we never read.
+        // runs; they are plain bytes that we never read. Nothing of ours
+        // touches them meanwhile: we hold `&mut self`, and no await comes
+        // between the reservation and the commit.
         // SAFETY: `slot` starts `len` bytes in the mapping that the consumer
-        // does not read before commit_in_place, and that nothing else of ours
-        // touches meanwhile (we hold `&mut self`, and no await comes between
-        // the reservation and the commit).
+        // does not read before commit_in_place.
         let buf = unsafe { std::slice::from_raw_parts_mut(slot, len) };
         let r = fill(buf);
         self.inner.prod.commit_in_place(len);

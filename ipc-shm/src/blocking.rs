@@ -1206,28 +1206,41 @@ mod tests {
         Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
     }
 
-    #[test]
-    #[cfg(target_os = "linux")]
-    #[cfg_attr(miri, ignore = "sleeps for a fraction of a second of real time")]
-    fn an_announcement_wakes_a_receiver_that_then_spins_for_the_message() {
-        let spin = Duration::from_millis(1);
-        // No liveness checks: the receiver's sleep ends only when it is rung.
+    /// A pair over a 1 MiB ring whose server end (spinning `spins[1]`)
+    /// waits in `recv` on a thread of its own and is asleep when this
+    /// returns. No liveness checks: its sleep ends only when it is rung. The
+    /// thread returns the length of what it received.
+    fn receiver_asleep(
+        spins: [Duration; 2],
+    ) -> (
+        ShmConnection,
+        std::thread::JoinHandle<(usize, ShmConnection)>,
+    ) {
         let hour = Duration::from_secs(3600);
-        let (mut a, mut b) = heap_pair_busy(1 << 20, [spin, spin], hour, hour);
+        let (a, mut b) = heap_pair_busy(1 << 20, spins, hour, hour);
         let t = std::thread::spawn(move || {
             let n = b.recv().unwrap().len();
             (n, b)
         });
-        let link = a.tx.link.clone();
-        let receiver = || link.bells.peer();
         let asleep_by = std::time::Instant::now() + Duration::from_secs(30);
-        while receiver().waiting.load(Ordering::Acquire) == 0 {
+        while a.tx.link.bells.peer().waiting.load(Ordering::Acquire) == 0 {
             assert!(
                 std::time::Instant::now() < asleep_by,
                 "the receiver never slept"
             );
             std::thread::sleep(Duration::from_millis(1));
         }
+        (a, t)
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    #[cfg_attr(miri, ignore = "sleeps for a fraction of a second of real time")]
+    fn an_announcement_wakes_a_receiver_that_then_spins_for_the_message() {
+        let spin = Duration::from_millis(1);
+        let (mut a, t) = receiver_asleep([spin, spin]);
+        let link = a.tx.link.clone();
+        let receiver = || link.bells.peer();
         let (woken, spent) = a
             .send_with(ANNOUNCE_MIN, |buf| {
                 // Rung by the announcement, before the message is in.
@@ -1253,23 +1266,9 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "sleeps for a fraction of a second of real time")]
     fn a_receiver_that_does_not_spin_is_not_rung_early() {
-        let hour = Duration::from_secs(3600);
-        let spins = [Duration::from_millis(1), Duration::ZERO];
-        let (mut a, mut b) = heap_pair_busy(1 << 20, spins, hour, hour);
-        let t = std::thread::spawn(move || {
-            let n = b.recv().unwrap().len();
-            (n, b)
-        });
+        let (mut a, t) = receiver_asleep([Duration::from_millis(1), Duration::ZERO]);
         let link = a.tx.link.clone();
         let receiver = || link.bells.peer();
-        let asleep_by = std::time::Instant::now() + Duration::from_secs(30);
-        while receiver().waiting.load(Ordering::Acquire) == 0 {
-            assert!(
-                std::time::Instant::now() < asleep_by,
-                "the receiver never slept"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
         let rung = a
             .send_with(ANNOUNCE_MIN, |buf| {
                 std::thread::sleep(Duration::from_millis(50));
