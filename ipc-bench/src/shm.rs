@@ -151,19 +151,23 @@ impl MsgSync for ShmMsg {
         Ok(self.0.send(msg)?)
     }
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        let m = self.0.recv()?;
-        if m.len() != buf.len() {
-            return Err(proto::bad(format!(
-                "expected a {}-byte message, got {} bytes",
-                buf.len(),
-                m.len()
-            )));
-        }
-        // Copied out, as every other mechanism delivers into the caller's
-        // buffer (the way the crate copies out: behind a prefetch).
-        m.copy_to(buf);
-        Ok(())
+        copy_message(&self.0.recv()?, buf)
     }
+}
+
+/// Copies a received message into `buf`, which must be as long: copied
+/// out, as every other mechanism delivers into the caller's buffer (the way
+/// the crate copies out: behind a prefetch).
+fn copy_message(m: &ipc_shm::Message<'_>, buf: &mut [u8]) -> io::Result<()> {
+    if m.len() != buf.len() {
+        return Err(proto::bad(format!(
+            "expected a {}-byte message, got {} bytes",
+            buf.len(),
+            m.len()
+        )));
+    }
+    m.copy_to(buf);
+    Ok(())
 }
 
 /// The async message API as a benchmark channel.
@@ -174,16 +178,7 @@ impl MsgAsync for ShmAsyncMsg {
         Ok(self.0.send(msg).await?)
     }
     async fn recv(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        let m = self.0.recv().await?;
-        if m.len() != buf.len() {
-            return Err(proto::bad(format!(
-                "expected a {}-byte message, got {} bytes",
-                buf.len(),
-                m.len()
-            )));
-        }
-        m.copy_to(buf);
-        Ok(())
+        copy_message(&self.0.recv().await?, buf)
     }
 }
 
