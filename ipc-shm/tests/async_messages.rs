@@ -338,12 +338,24 @@ fn a_dropped_send_is_refused_only_after_a_part_went_out() {
     let big = message(0);
     let r = poll_once(pin!(server.send(&big)).as_mut());
     assert!(r.is_pending(), "the whole {} bytes fit", big.len());
-    let err = rt.block_on(server.send(b"next")).unwrap_err();
+    // Refused at once (the ring is still full: a send that went ahead
+    // would wait for room).
+    let soon = Duration::from_secs(5);
+    let r = rt.block_on(tokio::time::timeout(soon, server.send(b"next")));
+    let err = r
+        .expect("the send waited instead of being refused")
+        .unwrap_err();
     assert!(
         matches!(&err, Error::Protocol(m) if m.contains("cancelled part-way")),
         "{err}"
     );
-    let err = rt.block_on(server.send_with(4, |b| b.fill(1))).unwrap_err();
+    let r = rt.block_on(tokio::time::timeout(
+        soon,
+        server.send_with(4, |b| b.fill(1)),
+    ));
+    let err = r
+        .expect("send_with waited instead of being refused")
+        .unwrap_err();
     assert!(matches!(err, Error::Protocol(_)), "{err}");
 }
 
