@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use ipc_core::{Address, BoxTransport, Error, Listener, PeerInfo, Result, Transport};
@@ -24,6 +24,8 @@ use crate::options::ShmOptions;
 use crate::region::Region;
 use crate::ring::{Consumer, Producer};
 use crate::sync::Ordering;
+use crate::sys::door::Door;
+use crate::sys::wire::Wire;
 use crate::sys::{self, Conn};
 
 /// An established shared-memory connection as a byte-stream [`Transport`].
@@ -262,22 +264,8 @@ fn blocking_connection(
     opts: &ShmOptions,
 ) -> Result<ShmConnection> {
     let (door, wire) = conn.into_blocking()?;
-    let link = Arc::new(Link {
-        bells: Bells::new(region.clone(), side, door, !opts.spin.is_zero()),
-        wire,
-        policy: WaitPolicy {
-            spin: opts.spin,
-            liveness: opts.liveness,
-            busy_spin: crate::link::BUSY_SPIN,
-        },
-        hung_up: Default::default(),
-    });
-    Ok(ShmConnection::from_parts(
-        Producer::new(region.clone(), side),
-        Consumer::new(region, 1 - side),
-        link,
-        opts.max_message,
-        peer,
+    Ok(message_connection(
+        region, side, door, wire, peer, opts, opts.spin,
     ))
 }
 
@@ -292,26 +280,41 @@ pub(crate) fn async_connection(
 ) -> Result<AsyncShmConnection> {
     let ((door, wire), waits) =
         AsyncWaits::new(opts.async_spin, |joint| conn.into_async_messages(joint))?;
+    // No blocking spin: it parks as often as the async Transport, so it keeps
+    // the fences too, and is rung once a large message is in.
+    let conn = message_connection(region, side, door, wire, peer, opts, Duration::ZERO);
+    Ok(AsyncShmConnection::new(conn, waits))
+}
+
+/// The halves of the message API over `region`, side `side`, whose link
+/// rings the peer through `door` and `wire`; `spin` is the blocking spin
+/// (zero for the async API, whose waits do not read the policy).
+fn message_connection(
+    region: Arc<Region>,
+    side: usize,
+    door: Door,
+    wire: Wire,
+    peer: PeerInfo,
+    opts: &ShmOptions,
+    spin: Duration,
+) -> ShmConnection {
     let link = Arc::new(Link {
-        // Parks as often as the async Transport, so it keeps the fences too.
-        bells: Bells::new(region.clone(), side, door, false),
+        bells: Bells::new(region.clone(), side, door, !spin.is_zero()),
         wire,
-        // Only the blocking API's waits read the policy.
         policy: WaitPolicy {
-            spin: std::time::Duration::ZERO,
+            spin,
             liveness: opts.liveness,
-            busy_spin: std::time::Duration::ZERO,
+            busy_spin: crate::link::BUSY_SPIN,
         },
         hung_up: Default::default(),
     });
-    let conn = ShmConnection::from_parts(
+    ShmConnection::from_parts(
         Producer::new(region.clone(), side),
         Consumer::new(region, 1 - side),
         link,
         opts.max_message,
         peer,
-    );
-    Ok(AsyncShmConnection::new(conn, waits))
+    )
 }
 
 impl ShmConnection {
